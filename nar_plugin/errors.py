@@ -1,0 +1,154 @@
+"""Typed errors for nar-plugin.
+
+Every error derives from :class:`NarError` and from the builtin exception that fits it, so that
+``except ValueError`` keeps working for callers who do not know about nar-plugin. Messages say
+what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "NarError",
+    "UnsupportedModelError",
+    "GraphExtractionError",
+    "ExampleInputsError",
+    "CorruptArtifactError",
+    "GraphTooLargeError",
+    "EncoderVersionMismatchError",
+    "IndexCorruptError",
+    "IndexLockedError",
+    "EmbeddingCodecError",
+    "ConfigError",
+    "KeyNotFoundError",
+    "DuplicateModelError",
+    "MissingDependencyError",
+    "WebhookVerificationError",
+    "KeyExistsError",
+    "InvalidVectorError",
+    "InvalidQueryError",
+]
+
+
+class NarError(Exception):
+    """Base class of every error raised by nar-plugin."""
+
+
+class UnsupportedModelError(NarError, TypeError):
+    """The source is not of a kind nar-plugin can read (or the model cannot be built)."""
+
+
+class GraphExtractionError(NarError, RuntimeError):
+    """Every tracer failed on the model; ``attempts`` maps tracer name -> error text."""
+
+    def __init__(self, message: str, attempts: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.attempts = dict(attempts or {})
+
+
+class ExampleInputsError(NarError, ValueError):
+    """No example inputs were given and none could be inferred from the model."""
+
+
+class CorruptArtifactError(NarError, ValueError):
+    """A stored artifact (ONNX file, pt2 archive, config.json) could not be parsed."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class GraphTooLargeError(NarError, ValueError):
+    """The graph has more nodes than ``NAR_MAX_NODES`` allows."""
+
+    def __init__(self, num_nodes: int, limit: int) -> None:
+        super().__init__(
+            f"graph has {num_nodes} nodes, more than the limit of {limit} "
+            "(raise NAR_MAX_NODES to embed it anyway)"
+        )
+        self.num_nodes = num_nodes
+        self.limit = limit
+
+
+class EncoderVersionMismatchError(NarError, ValueError):
+    """An index or embedding was made by another encoder version than the one loaded."""
+
+    def __init__(self, expected: str, found: str, where: str = "index") -> None:
+        super().__init__(
+            f"{where} was built with encoder {found!r}, but the loaded encoder is {expected!r}; "
+            "embeddings of different encoders are not comparable. Rebuild with `nar index rebuild`."
+        )
+        self.expected = expected
+        self.found = found
+
+
+class IndexCorruptError(NarError, OSError):
+    """The on-disk index cannot be read consistently."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(f"{message}. Restore it with `nar index rebuild`.")
+        self.path = path
+
+
+class IndexLockedError(NarError, TimeoutError):
+    """Another process held the index lock for longer than the timeout."""
+
+
+class EmbeddingCodecError(NarError, ValueError):
+    """An embedding tag string is malformed or has the wrong dimension/format version."""
+
+
+class ConfigError(NarError, ValueError):
+    """A ``NAR_*`` environment variable has a value of the wrong type or outside its choices."""
+
+
+class KeyNotFoundError(NarError, KeyError):
+    """A key (index key, run id, model id, repo id) does not resolve to anything."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateModelError(NarError, RuntimeError):
+    """Registration was blocked because the model duplicates an existing one (NAR_DEDUP=block)."""
+
+    def __init__(self, message: str, duplicate_of: str | None = None, score: float | None = None) -> None:
+        super().__init__(message)
+        self.duplicate_of = duplicate_of
+        self.score = score
+
+
+class MissingDependencyError(NarError, ImportError):
+    """An optional dependency is not installed; the message gives the pip command."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"{package} is required for this feature but is not installed; "
+            f"run `pip install 'nar-plugin[{extra}]'`"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class WebhookVerificationError(NarError, PermissionError):
+    """A webhook delivery failed signature, secret, timestamp or replay checks."""
+
+
+class KeyExistsError(NarError, ValueError):
+    """``EmbeddingIndex.add`` was given a key that is already indexed (use ``upsert`` to replace)."""
+
+    def __init__(self, key: str, existing_id: int | None = None) -> None:
+        super().__init__(
+            f"key {key!r} is already in the index"
+            + (f" (id {existing_id})" if existing_id is not None else "")
+            + "; use upsert() to replace its vector and metadata"
+        )
+        self.key = key
+        self.existing_id = existing_id
+
+
+class InvalidVectorError(NarError, ValueError):
+    """A vector has the wrong shape or dimension, or holds non-finite values or all zeros."""
+
+
+class InvalidQueryError(NarError, ValueError):
+    """An index call got a malformed argument (``k``, ``filter``, key, metadata) or a closed index."""
