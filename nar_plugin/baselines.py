@@ -378,11 +378,24 @@ def _torch_threads(num_threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _fork_rng(device: str) -> contextlib.AbstractContextManager[Any]:
-    """Seeded work inside leaves the caller's global torch RNG state as it was."""
+@contextlib.contextmanager
+def _seeded(seed: int, device: str) -> Iterator[None]:
+    """Seed torch for the work inside, then restore the caller's global RNG state.
+
+    ``torch.random.fork_rng`` saves and restores the CPU generator (and the CUDA generator of
+    ``device`` when it is a GPU); only those generators are seeded, so no other device's RNG
+    state changes.
+    """
     dev = torch.device(device)
-    devices = [dev.index or 0] if dev.type == "cuda" else []
-    return torch.random.fork_rng(devices=devices)
+    devices: list[int] = []
+    if dev.type == "cuda":
+        devices = [dev.index if dev.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)
+        for d in devices:
+            with torch.cuda.device(d):
+                torch.cuda.manual_seed(seed)
+        yield
 
 
 def train_gnn_baseline(
@@ -404,9 +417,10 @@ def train_gnn_baseline(
 ) -> GNNBaseline:
     """Train a GCN/GAT baseline with supervised contrastive loss on the training items only.
 
-    Deterministic given ``seed`` on CPU: parameters are initialised under ``torch.manual_seed``
-    inside ``torch.random.fork_rng`` (the caller's global RNG state is restored), and batches come
-    from a local ``np.random.default_rng(seed)``.
+    Deterministic given ``seed`` on CPU (on CUDA, scatter atomics make it approximately so):
+    parameters are initialised from the seeded torch generator inside ``torch.random.fork_rng``
+    (the caller's global RNG state is restored afterwards), and batches come from a local
+    ``np.random.default_rng(seed)``.
 
     Args:
         graphs: all graphs (only ``train_idx`` are used).
@@ -443,8 +457,7 @@ def train_gnn_baseline(
     data = [graph_data(graphs[int(i)], int(c)) for i, c in zip(idx, codes)]
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
-    with _torch_threads(num_threads), _fork_rng(device):
-        torch.manual_seed(seed)
+    with _torch_threads(num_threads), _seeded(seed, device):
         model = GNNBaseline(conv=conv, hidden=hidden, out_dim=out_dim,
                             num_classes=len(fams) if ce_weight > 0 else 0).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=lr)

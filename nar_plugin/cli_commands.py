@@ -42,3 +42,26 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 register_command("demo", "the main job: run nar-plugin end to end on embedded defaults", _demo_args, _demo)
+
+
+# ------------------------------------------------------------------ nar motifs
+def _motifs_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="anything `nar graph` accepts")
+    p.add_argument("--steps", type=int, default=2, help="neighbour-encoding rounds (s)")
+    p.add_argument("--min-count", type=int, default=2)
+    p.add_argument("--max-size", type=int, default=32)
+    p.add_argument("--top", type=int, default=20, help="motif types to list")
+    p.add_argument("--json", action="store_true")
+
+
+def _motifs(args: argparse.Namespace) -> int:
+    from nar_plugin.extract import extract_graph
+    from nar_plugin.motifs import format_motif_summary, sample_motifs
+
+    g = extract_graph(args.source)
+    mg = sample_motifs(g, steps=args.steps, min_count=args.min_count, max_size=args.max_size)
+    emit(args, mg.summary(), lambda: print(format_motif_summary(mg, top=args.top)))
+    return 0
+
+
+register_command("motifs", "split a model's graph into motifs and print the macro graph size", _motifs_args, _motifs)

@@ -1,39 +1,46 @@
 """Motif sampling: partition an :class:`~nar_plugin.graph.ArchGraph` into repeated motifs.
 
-This is the project's precise version of the paper's motif sampling (``docs/motifs.md`` has the
-reasoning and measurements):
+The project's precise version of the paper's motif sampling (``docs/motifs.md`` gives the
+reasoning and the measurements):
 
 1. **Neighbour encoding.** ``steps`` rounds of Weisfeiler-Lehman relabelling over in- and
    out-neighbours (:meth:`ArchGraph.wl_labels`); ``label_s(v)`` encodes the radius-``s``
    receptive field of ``v``.
 2. **BPE over the topological sequence.** The graph is written as the sequence of ``label_s`` in
    topological order, each node a one-node *segment*. The most frequent adjacent pair of segment
-   tokens is merged, everywhere it occurs, repeatedly. A pair occurrence counts only when
+   tokens is merged, at every occurrence, repeatedly. An occurrence counts only when
 
    * the two segments are joined by at least one edge of the graph (motifs stay connected),
    * the merged segment has at most ``max_size`` nodes, and
-   * the two tokens differ: ``X X`` is a *repetition* of motif ``X``, not a new motif. Merging it
-     would turn twelve one-layer motifs into six two-layer motifs (and an odd leftover), which
-     describes the same architecture with a coarser, less shareable vocabulary; repetition is
-     what the macro graph is for. (It also makes every occurrence of a pair disjoint from the
-     others, so the counts are counts of non-overlapping occurrences by construction.)
+   * the two tokens differ: ``X X`` is a *repetition* of motif ``X``, not a new motif. Merging
+     it would turn twelve one-layer motifs into six two-layer motifs (plus an odd leftover),
+     the same architecture described with a coarser vocabulary that other graphs share less;
+     repetition is what the macro graph is for. (It also makes the occurrences of a pair
+     pairwise disjoint, so counts are counts of non-overlapping occurrences by construction.)
 
-   Merging stops when no eligible pair occurs at least ``min_count`` times. Each final segment
-   is a motif instance; segments are contiguous runs of the topological order, hence the macro
-   graph is a DAG whose node order is topological too.
-3. **Completion.** ``label_s`` differs near the graph's boundaries (the first and last layers of
-   a transformer see the embeddings / the head within ``s`` hops), so BPE leaves those layers
-   as fragments. A final linear pass re-reads every run of non-repeated segments and claims,
-   greedily from the left, windows whose op sequence and internal edges are exactly a repeated
-   motif's pattern. This is what makes all twelve layers of a BERT one motif type.
-4. **Types.** An instance's type is its *pattern*: the induced subgraph with its node labels
-   (op type + attributes). ``type_keys`` is a Weisfeiler-Lehman hash of that subgraph, which is
-   invariant to node order, so the same pattern in another graph has the same key.
+   Merging stops when no eligible pair occurs at least ``min_count`` times. It then resumes
+   with every segment re-tokenised one WL round coarser, down to round 0, where a merge must
+   extend a multi-node segment (``grow_only``): context-aware merges come first, and the copies
+   of a block whose labels differ only because of what lies within ``s`` hops (the block
+   before a stage change) still complete.
+3. **Re-tiling** (:func:`_retile`). Repeated patterns (multi-node, ``>= min_count`` copies) claim,
+   largest first, every window of the sequence that is exactly their pattern, cutting through
+   the fragments BPE left where ``label_s`` differs (the first and last transformer layers).
+   Runs of back-to-back copies then get a canonical phase (:func:`_rephase`: most copies,
+   narrowest cut, earliest start). This is what makes all twelve layers of a BERT one type.
+4. **Glue.** Non-repeated leftovers are merged into contiguous, connected glue segments of at
+   most ``max_size`` nodes (:func:`_glue`), so a stem or a downsampling block is one macro node.
+5. **Types.** An instance's type is its *pattern*: the induced subgraph with its node labels
+   (op type + attributes). ``type_keys`` is a WL hash of that subgraph, invariant to node
+   order, so the same pattern in another graph has the same key (:func:`motif_key`).
 
-Complexity: ``O((N + E) * steps)`` for the labels plus ``O(N * max_size * log deg)`` for BPE
-(pair counts are maintained incrementally in a lazy max-heap over a linked list of segments; every
-merge touches only its two neighbours), plus ``O(N * max_size)`` for the completion pass. A 100k
-node graph takes a few seconds.
+Every instance is a contiguous run of the topological order, hence the macro graph is a DAG in
+topological order, and every instance is weakly connected.
+
+Complexity: ``O((N + E) * steps)`` for the labels, ``O(steps * N * max_size * log deg)`` for BPE
+(pair counts maintained incrementally in a lazy max-heap over a linked list of segments; a merge
+touches only its two neighbours), ``O(N * max_size * deg)`` for re-tiling and glue. A 100k-node
+graph takes a few seconds (docs/motifs.md).
 
 Example:
     >>> mg = sample_motifs(graph, steps=2)
@@ -104,13 +111,16 @@ class MotifGraph:
         graph: the partitioned :class:`ArchGraph`.
         instances: node indices of each instance, each list sorted; instances ordered by their
             first node (which is also a topological order of the macro graph).
-        types: motif type id per instance. Equal ids mean equal patterns (same induced
-            subgraph up to isomorphism, node labels included); ids are numbered in order of
-            first appearance.
-        type_keys: per instance, a hex key of its pattern that is stable across graphs and
-            releases with the same :data:`MOTIF_VERSION` (compare motif types of two graphs
-            with these, not with ``types``).
-        vocabulary: type id -> canonical pattern string (see :func:`_Patterns.describe`).
+        types: motif type id per instance. Equal ids mean equal patterns: induced subgraphs
+            with equal node labels (op + attributes) and equal WL hash, which for the small
+            DAGs motifs are means isomorphic. Ids are numbered in order of first appearance.
+        type_keys: per instance, a hex key of its pattern (:func:`motif_key`), stable across
+            graphs, processes and releases with the same :data:`MOTIF_VERSION` and
+            vocabulary version; compare motif types of two graphs with these, not ``types``.
+        vocabulary: type id -> readable pattern string: the nodes in a canonical order (by
+            depth in the motif, label, WL colour) rendered as ``op(k3,s2,dw,w7>8)``
+            (kernel, stride, depthwise/grouped, log2 width buckets), then ``|`` and the
+            internal edges ``i>j`` between those positions.
         macro_edges: directed ``(src, dst)`` instance pairs where an original edge crosses two
             instances; sorted, de-duplicated, always ``src < dst``.
         node_to_instance: instance index of each graph node.
@@ -392,9 +402,11 @@ def _bpe(rounds: list[list[int]], preds: list[list[int]], min_count: int, max_si
     ``rounds[r]`` holds an id per node for WL round ``r`` (``rounds[0]``: op + attributes).
     BPE first runs on the finest labels; when no pair is left to merge, every current segment
     is re-tokenised by its pattern one round coarser (labels of round ``r - 1`` plus its
-    internal edges) and merging resumes, down to round 0. Context-aware merges thus come
-    first, and regions whose labels were unique only because of what lies within ``s`` hops
-    (the blocks next to a stage change or to the graph's ends) still merge at coarser rounds.
+    internal edges) and merging resumes, down to round 0. At the coarser rounds a merge must
+    extend a multi-node segment (two singletons never merge): coarse rounds complete motifs
+    found with full context, e.g. the copies of a block whose labels were unique only because
+    of what lies within ``s`` hops (the block before a stage change), instead of starting new
+    context-free ones such as ``batch_norm relu`` all over a one-off region.
 
     Segments are a doubly linked list keyed by their first position; ``occ[(ta, tb)]`` holds
     the left positions of every eligible occurrence of the pair. A lazy max-heap orders pairs by
@@ -588,6 +600,7 @@ def _rephase(
     patterns: _Patterns,
     prefix: list[int],
     min_count: int,
+    length: int,
 ) -> list[tuple[int, int]]:
     """Choose a canonical phase for runs of back-to-back instances of one pattern.
 
@@ -595,8 +608,9 @@ def _rephase(
     layer i, first half of layer i+1]``, which also leaves the first and last half-layers as
     glue (eleven instances for twelve layers), and the cut it picks depends on tie-breaks, so
     two sizes of one architecture could be cut differently. For each run of ``m`` adjacent
-    instances of a pattern of size ``L``, every shift ``d`` in ``(-L, L)`` is tried within the
-    free space around the run (never into other instances); a shift's windows are back-to-back
+    instances of a pattern of size ``L = length`` (runs of other sizes in ``claimed`` are
+    kept as they are), every shift ``d`` in ``(-L, L)`` is tried within the free space around
+    the run (never into other claims); a shift's windows are back-to-back
     windows of ``L`` nodes that all have one connected pattern. The winner has, in order:
 
     1. the most windows (at least ``m``, at least ``min_count``);
@@ -624,7 +638,10 @@ def _rephase(
     i = 0
     while i < len(claimed):
         a, e0 = claimed[i]
-        length = e0 - a
+        if e0 - a != length:
+            out.append(claimed[i])
+            i += 1
+            continue
         sig = patterns.signature(a, e0)
         j = i + 1
         while j < len(claimed) and claimed[j][0] == claimed[j - 1][1] \
@@ -692,6 +709,9 @@ def _retile(
     their nodes), then every still-unclaimed window whose label sequence and internal edges are
     exactly one of those patterns is claimed, greedily from the left. Larger patterns thus win
     over the partial segments BPE leaves where ``label_s`` differs (the first and last layers).
+    Runs of back-to-back claims of each size get a canonical phase (:func:`_rephase`) before
+    smaller patterns claim the space around them; at the end a pattern left with fewer than
+    ``min_count`` copies is returned to the leftovers.
 
     Unclaimed nodes keep their BPE segment (cut into connected contiguous pieces where a claim
     cut through it). With ``glue``, each run of adjacent unclaimed pieces is then merged
@@ -701,7 +721,8 @@ def _retile(
 
     Windows are found with a polynomial rolling hash over node label ids and verified exactly.
 
-    Complexity: ``O(N * L)`` for ``L <= max_size`` distinct repeated pattern sizes.
+    Complexity: ``O(N * L)`` for ``L <= max_size`` distinct repeated pattern sizes, plus
+    :func:`_rephase` and :func:`_glue`.
     """
     n = segments[-1][1] if segments else 0
     keys = [patterns.key(s, e)[0] for s, e in segments]
@@ -742,8 +763,9 @@ def _retile(
                 p += length
             else:
                 p += 1
+        # Phase before smaller patterns claim the space around these runs.
+        claimed = _rephase(sorted(claimed), taken, patterns, prefix, min_count, length)
 
-    claimed = _rephase(sorted(claimed), taken, patterns, prefix, min_count)
     # A pattern repeated among BPE segments may have lost copies to larger claims: if it no
     # longer occurs min_count times it is a leftover like any other (and may become glue).
     final = Counter(patterns.key(s, e)[0] for s, e in claimed)
@@ -798,10 +820,12 @@ def sample_motifs(
     Args:
         graph: the architecture graph.
         steps: rounds of neighbour encoding before BPE (``0`` = op type + attributes only).
-            Larger values make merges more context-aware but leave more fragments near the
-            graph's boundaries (the completion pass repairs repeated ones).
-        min_count: a pair of segments is merged only while it occurs at least this often;
-            ``2`` mines every repetition.
+            Larger values make merges more context-aware; the fragments they leave near the
+            graph's boundaries are completed by the coarser BPE rounds and the re-tiling, so
+            on the benchmark models steps 0-3 give the same layer motifs.
+        min_count: a pair of segments is merged only while it occurs at least this often,
+            and a pattern counts as repeated (claims windows, escapes glue) only with at least
+            this many copies; ``2`` mines every repetition.
         max_size: no instance has more than this many nodes.
         glue: merge adjacent non-repeated leftovers into connected glue segments (of at most
             ``max_size`` nodes); ``False`` leaves them as BPE left them (often singletons).
@@ -814,7 +838,7 @@ def sample_motifs(
     Raises:
         ValueError: ``steps < 0``, ``min_count < 1`` or ``max_size < 1``.
 
-    Complexity: ``O((N + E) * steps + N * max_size * log deg)``; see the module docstring.
+    Complexity: ``O((N + E) * steps + steps * N * max_size * deg)``; see the module docstring.
     """
     for name, value, lowest in (("steps", steps, 0), ("min_count", min_count, 1), ("max_size", max_size, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
