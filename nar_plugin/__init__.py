@@ -14,12 +14,36 @@ __all__ = [
     "__version__",
     "ArchGraph",
     "extract_graph",
+    "sample_motifs",
+    "embed",
+    "embed_many",
+    "encoder_version",
+    "index_model",
+    "find_similar",
+    "check_duplicate",
+    "Match",
+    "DuplicateReport",
+    "EmbeddingIndex",
+    "encode_embedding",
+    "decode_embedding",
     "errors",
 ]
 
 _LAZY = {
     "ArchGraph": ("nar_plugin.graph", "ArchGraph"),
     "extract_graph": ("nar_plugin.extract", "extract_graph"),
+    "sample_motifs": ("nar_plugin.motifs", "sample_motifs"),
+    "embed": ("nar_plugin.embed", "embed"),
+    "embed_many": ("nar_plugin.embed", "embed_many"),
+    "encoder_version": ("nar_plugin.embed", "encoder_version"),
+    "index_model": ("nar_plugin.api", "index_model"),
+    "find_similar": ("nar_plugin.api", "find_similar"),
+    "check_duplicate": ("nar_plugin.api", "check_duplicate"),
+    "Match": ("nar_plugin.api", "Match"),
+    "DuplicateReport": ("nar_plugin.api", "DuplicateReport"),
+    "EmbeddingIndex": ("nar_plugin.index", "EmbeddingIndex"),
+    "encode_embedding": ("nar_plugin.codec", "encode_embedding"),
+    "decode_embedding": ("nar_plugin.codec", "decode_embedding"),
 }
 
 

@@ -29,6 +29,7 @@ _ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (errors.GraphExtractionError, 1, "extraction failed"),
     (errors.NarError, 1, "error"),
     (FileNotFoundError, 3, "not found"),
+    (ValueError, 2, "invalid input"),
 ]
 
 Handler = Callable[[argparse.Namespace], int]
@@ -110,7 +111,7 @@ def _load_commands() -> None:
     """Import the modules that register further commands (kept apart to stay small)."""
     import importlib
 
-    for mod in ("nar_plugin.cli_commands",):
+    for mod in ("nar_plugin.cli_commands", "nar_plugin.cli_hf", "nar_plugin.cli_index"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

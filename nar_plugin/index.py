@@ -75,6 +75,7 @@ from nar_plugin.errors import (
     InvalidQueryError,
     InvalidVectorError,
     KeyExistsError,
+    NarError,
 )
 
 __all__ = [
@@ -185,9 +186,10 @@ def choose_ann_params(n: int, *, threshold: int | None = None) -> AnnParams:
     """Pick the FAISS index type and its parameters for ``n`` vectors.
 
     Exact search below ``threshold``; above, IVF with ``nlist`` the power of two nearest to
-    ``4 * sqrt(n)`` and ``nprobe = nlist / 64`` (at least 16) — 64 lists of 4,096 at 1M entries.
-    These values come from ``benchmarks/index.py`` on clustered unit vectors (recall@10 >= 0.95
-    at p50 well under 5 ms on 2 cores; see ``docs/index.md``).
+    ``4 * sqrt(n)`` and ``nprobe = max(128, nlist / 32)`` (128 of 1,024 lists at 100k entries,
+    128 of 4,096 at 1M). Chosen with ``benchmarks/index.py`` on clustered unit vectors, 2 cores:
+    at 1M, nprobe 64 / 128 / 256 gave recall@10 0.957 / 0.972 / 0.982 at p50 0.45 / 0.86 /
+    1.7 ms; 128 keeps a margin above 0.95 at a fraction of the 5 ms budget (``docs/index.md``).
 
     Args:
         n: Number of vectors the index will hold.
@@ -206,7 +208,7 @@ def choose_ann_params(n: int, *, threshold: int | None = None) -> AnnParams:
         return AnnParams("flat")
     nlist = int(2 ** round(math.log2(4.0 * math.sqrt(n))))
     nlist = max(64, min(nlist, n // 39))  # faiss wants >= 39 training points per list
-    nprobe = max(16, nlist // 64)
+    nprobe = max(128, nlist // 32)
     train_size = min(n, 64 * nlist)
     return AnnParams("ivf", nlist=nlist, nprobe=min(nprobe, nlist), train_size=train_size)
 
@@ -800,17 +802,20 @@ class EmbeddingIndex:
         return self._conn
 
     def close(self) -> None:
-        """Save the FAISS cache if that is cheap and it lags, then close the database.
+        """Refresh and save the FAISS cache if that is cheap (<= 64 MiB), then close the database.
 
-        The index must not be used after closing. Calling ``close`` twice is harmless.
+        Saving is best effort (the cache is re-derivable): errors while saving are logged, not
+        raised. The index must not be used after closing; calling ``close`` twice is harmless.
         """
         with self._mutex:
             if self._conn is None:
                 return
-            if self._faiss is not None and self._faiss_gen > self._disk_gen:
-                small = self._faiss.ntotal * self.dim * 4 <= 64 * 2**20
-                with contextlib.suppress(OSError):
-                    self._maybe_save(force=small)
+            if self._faiss is not None and self._faiss.ntotal * self.dim * 4 <= 64 * 2**20:
+                try:
+                    self._ensure_current()
+                    self._maybe_save(force=True)
+                except (NarError, sqlite3.Error, OSError, RuntimeError) as exc:
+                    logger.warning("index %s: could not save the FAISS cache on close: %s", self.path, exc)
             self._conn.close()
             self._conn = None
             self._faiss = None
@@ -1061,6 +1066,8 @@ class EmbeddingIndex:
                 return
             if self._faiss is None:
                 self._load_or_build()
+            elif self._lag(conn, self._faiss_gen) > max(10_000, self._faiss.ntotal):
+                self._build_from_db()  # a bulk load elsewhere: one build beats a huge catch-up
             else:
                 self._catch_up(conn)
             self._maybe_retype()
@@ -1068,13 +1075,23 @@ class EmbeddingIndex:
             raise _corrupt_from(exc, self.db_path) or exc from None
         self._maybe_save()
 
-    def _catch_up(self, conn: sqlite3.Connection) -> None:
+    @staticmethod
+    def _lag(conn: sqlite3.Connection, since: int) -> int:
+        return int(conn.execute("SELECT COUNT(*) FROM entries WHERE rev > ?", (since,)).fetchone()[0])
+
+    def _catch_up(self, conn: sqlite3.Connection, *, count: bool = False) -> int:
+        """Apply rows and tombstones newer than the cache's generation (one snapshot).
+
+        Returns:
+            The number of entries in that snapshot if ``count``, else -1.
+        """
         assert self._faiss is not None
         conn.execute("BEGIN")
         try:
             gen = self._generation(conn)
             rows = conn.execute("SELECT id, vector FROM entries WHERE rev > ? ORDER BY id", (self._faiss_gen,)).fetchall()
             dead = [r[0] for r in conn.execute("SELECT id FROM tombstones WHERE rev > ?", (self._faiss_gen,))]
+            total = int(conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]) if count else -1
         finally:
             conn.execute("COMMIT")
         changed = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -1088,6 +1105,7 @@ class EmbeddingIndex:
         self._pending += len(rows) + len(dead)
         if rows or dead:
             logger.debug("index %s: applied %d rows, %d removals up to generation %d", self.path, len(rows), len(dead), gen)
+        return total
 
     def _snapshot(self, conn: sqlite3.Connection) -> tuple[int, np.ndarray, np.ndarray]:
         """Read (generation, ids, vectors) of all entries from one snapshot."""
@@ -1144,9 +1162,8 @@ class EmbeddingIndex:
             elif index.ntotal != int(meta.get("count", -1)):
                 reason = "its row count does not match its sidecar"
             else:
-                lag = int(conn.execute("SELECT COUNT(*) FROM entries WHERE rev > ?", (cache_gen,)).fetchone()[0])
-                total = int(conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
-                if lag > max(1_000, total // 2):
+                lag = self._lag(conn, cache_gen)
+                if lag > max(10_000, index.ntotal):
                     reason = f"it lags {lag} rows behind"
             if reason is None:
                 self._faiss = index
@@ -1155,8 +1172,7 @@ class EmbeddingIndex:
                 self._max_id = int(meta.get("max_id", 0))
                 self._trained_n = int(meta.get("trained_n", index.ntotal))
                 self._pending = 0
-                self._catch_up(conn)
-                total = int(conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+                total = self._catch_up(conn, count=True)
                 if self._faiss.ntotal == total:
                     return
                 reason = f"after catching up it holds {self._faiss.ntotal} vectors, the database {total}"
@@ -1321,6 +1337,8 @@ class EmbeddingIndex:
         k: int = 10,
         filter: Filter = None,  # noqa: A002 - public name mirrors the documented API
         exclude_keys: Iterable[str] = (),
+        *,
+        exact: bool = False,
     ) -> list[SearchHit]:
         """Find the ``k`` entries closest to ``vector``.
 
@@ -1340,6 +1358,8 @@ class EmbeddingIndex:
                 ``params_count``, ``family_guess``; a key prefix string (``"mlflow:"``); or a
                 callable ``(IndexEntry) -> bool``.
             exclude_keys: Keys never returned (e.g. the query's own key).
+            exact: Visit every IVF list (exact; costs a flat scan, 20-130 ms at 1M) instead
+                of ``nprobe`` of them; no effect below :data:`APPROX_THRESHOLD` entries.
 
         Returns:
             Up to ``k`` :class:`SearchHit`, best first.
@@ -1367,7 +1387,7 @@ class EmbeddingIndex:
                         return []
                     if matching <= max(_EXACT_SUBSET_MAX, 4 * k):
                         return self._exact_search(query, k, where, params, pred, excl)
-                return self._ann_filtered(query, k, n, where, params, pred, excl)
+                return self._ann_filtered(query, k, n, where, params, pred, excl, exact=exact)
             except sqlite3.DatabaseError as exc:
                 raise _corrupt_from(exc, self.db_path) or exc from None
 
@@ -1391,13 +1411,15 @@ class EmbeddingIndex:
         params: list[Any],
         pred: Callable[[IndexEntry], bool] | None,
         excl: frozenset[str],
+        *,
+        exact: bool = False,
     ) -> list[SearchHit]:
         assert self._faiss is not None
         filtered = where is not None or pred is not None
         fetch = min(n, k + len(excl)) if not filtered else min(n, max(4 * (k + len(excl)), 32))
         ivf = self._params.kind == "ivf"
-        nprobe = int(self._faiss.nprobe) if ivf else 0
         nlist = int(self._faiss.nlist) if ivf else 0
+        nprobe = (nlist if exact else int(self._faiss.nprobe)) if ivf else 0
         verdict: dict[int, SearchHit | None] = {}  # id -> hit (passes) or None (rejected)
         while True:
             scores, ids = ann_search(self._faiss, query[None, :], fetch, nprobe=nprobe or None)
@@ -1506,27 +1528,34 @@ class EmbeddingIndex:
                 "format_version": FORMAT_VERSION,
             }
 
-    def rebuild(self, entries: Iterable[Any] | None = None) -> None:
-        """Rebuild the FAISS cache from SQLite, or the whole index from ``entries``.
+    def rebuild(self, entries_iterable: Iterable[Any] | None = None) -> None:
+        """Rebuild the FAISS cache from SQLite, or the whole index from ``entries_iterable``.
 
         Args:
-            entries: ``None``: re-derive ``vectors.faiss`` from SQLite and save it. Otherwise
-                items as for :meth:`add_many` (e.g. :func:`import_jsonl` of an export): the index
-                is recreated from scratch with them (ids kept where given), see :meth:`restore`.
+            entries_iterable: ``None``: re-derive ``vectors.faiss`` from SQLite and save it.
+                Otherwise items as for :meth:`add_many` (e.g. :func:`import_jsonl` of an
+                export): the index is recreated from scratch with them (ids kept where given;
+                encoder version from the constructor argument, else from the entries), see
+                :meth:`restore`.
 
         Raises:
-            IndexLockedError: The lock timed out.
-            KeyExistsError, InvalidVectorError, EncoderVersionMismatchError: Bad ``entries``;
-                the existing index is left untouched.
+            IndexLockedError: A lock timed out.
+            KeyExistsError, InvalidVectorError, EncoderVersionMismatchError: Bad entries; the
+                existing index is left untouched.
         """
-        if entries is not None:
-            with self._mutex:
-                self._replace_from(entries, self._requested_encoder)
-            return
         with self._mutex:
+            if entries_iterable is not None:
+                self._replace_from(entries_iterable, self._requested_encoder)
+                return
             self._refresh_connection()
             self._build_from_db()
-            self._cache_lock.acquire(timeout=self._lock_timeout())
+            timeout = self._lock_timeout()
+            try:
+                self._cache_lock.acquire(timeout=timeout)
+            except filelock.Timeout:
+                raise IndexLockedError(
+                    f"could not lock the FAISS cache of {self.path} within {timeout:g} s (raise NAR_LOCK_TIMEOUT)"
+                ) from None
             try:
                 self._save_cache()
             finally:

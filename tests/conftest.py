@@ -19,3 +19,83 @@ def _nar_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     """Each test gets its own NAR_HOME so no test sees another's index."""
     monkeypatch.setenv("NAR_HOME", str(tmp_path_factory.mktemp("nar_home")))
     monkeypatch.setenv("NAR_TESTING", "true")
+
+
+# ------------------------------------------------------------------ real mlflow server
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` (SQLite backend, 127.0.0.1), started once for the test session."""
+    from cryptography.fernet import Fernet
+
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    env = dict(os.environ)
+    env.update({
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        "MLFLOW_WEBHOOK_CACHE_TTL": "1",  # the server caches the webhook list (60 s by default)
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "NAR_AUTOLOG": "false",
+    })
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", 120, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def tracking(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point MLflow at the test server, in a fresh experiment per test."""
+    import uuid
+
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_experiment(f"t-{uuid.uuid4().hex[:8]}")
+    yield mlflow_server
+    if mlflow.active_run():
+        mlflow.end_run()

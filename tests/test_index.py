@@ -333,6 +333,8 @@ def test_ivf_path_with_small_threshold(tmp_path: Path, monkeypatch: pytest.Monke
             truth = set(brute_force(base, keys, q, 10))
             found += len(truth & {h.key for h in index.search(q, k=10)})
         assert found / 500 >= 0.9
+        for q in queries[:10]:  # exact=True visits every list: identical to brute force
+            assert [h.key for h in index.search(q, k=10, exact=True)] == brute_force(base, keys, q, 10)
         # removal, upsert and filters work on the IVF cache too
         index.remove("k0")
         assert all(h.key != "k0" for h in index.search(base[0], k=10))

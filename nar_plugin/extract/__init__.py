@@ -8,13 +8,19 @@ graph only, configs are instantiated on meta.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 from nar_plugin.errors import CorruptArtifactError, UnsupportedModelError
 from nar_plugin.graph import ArchGraph
 
-__all__ = ["extract_graph", "source_kind"]
+__all__ = ["extract_graph", "source_kind", "TORCH_LOCK"]
+
+#: Serialises tracing within a process: torch.fx patches ``nn.Module.__call__`` globally while it
+#: traces and torch.export is not thread-safe, so concurrent threads (webhook receivers, bulk HF
+#: indexing, MLflow hooks in threads) take turns. Reading stored graphs needs no lock.
+TORCH_LOCK = threading.RLock()
 
 ACCEPTED = (
     "an nn.Module, a torch.export.ExportedProgram, a .pt2 archive or MLflow pytorch model "
@@ -133,6 +139,19 @@ def extract_graph(source: Any, example_inputs: Any = None, *, tracer: str = "aut
         >>> g.num_nodes, g.graph_hash
     """
     kind = source_kind(source)
+    if kind in ("module", "hf-module", "hf-config", "timm") or (kind == "mlflow" and _may_trace(source)):
+        with TORCH_LOCK:
+            return _extract(kind, source, example_inputs, tracer)
+    return _extract(kind, source, example_inputs, tracer)
+
+
+def _may_trace(source: Any) -> bool:
+    # an MLflow dir is read from stored files unless it only holds a transformers config / pickle
+    p = Path(source)
+    return not (any(p.glob("data/*.pt2")) or any(p.glob("*.onnx")))
+
+
+def _extract(kind: str, source: Any, example_inputs: Any, tracer: str) -> ArchGraph:
     src = _strip(source)
     if kind == "archgraph":
         if isinstance(src, ArchGraph):
