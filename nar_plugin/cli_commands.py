@@ -6,38 +6,28 @@ import argparse
 
 from nar_plugin.cli import console, emit, register_command
 
-DEMO_MODELS = ("resnet18", "resnet50", "vit_base_patch16_224", "bert", "gpt2")
-
-
 def _demo_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", nargs="*", default=list(DEMO_MODELS), help="sources to extract")
+    p.add_argument("--dir", default=".nar-demo", help="work directory (MLflow store, artifacts, index)")
+    p.add_argument("--server", action="store_true", help="start a local `mlflow server` instead of the embedded store")
+    p.add_argument("--map", default="nar-map.html", help="where to write the HTML map")
+    p.add_argument("--limit", type=int, help="log only the first N models")
     p.add_argument("--json", action="store_true")
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import time
+    import json
+    import shutil
+    from pathlib import Path
 
-    from rich.table import Table
+    from nar_plugin.demo import run_demo
 
-    from nar_plugin.extract import extract_graph
-
-    rows = []
-    for src in args.models:
-        t = time.perf_counter()
-        g = extract_graph(src)
-        rows.append({"source": src, "nodes": g.num_nodes, "edges": g.num_edges,
-                     "tracer": g.metadata.get("tracer"), "hash": g.graph_hash,
-                     "top_ops": dict(g.op_histogram().most_common(5)),
-                     "seconds": round(time.perf_counter() - t, 3)})
-
-    def human() -> None:
-        t = Table("source", "tracer", "nodes", "edges", "graph hash", "top ops", "s", title="Architecture graphs (meta device, no weights)")
-        for r in rows:
-            t.add_row(r["source"], str(r["tracer"]), str(r["nodes"]), str(r["edges"]), r["hash"][:12],
-                      ", ".join(f"{k}:{v}" for k, v in r["top_ops"].items()), f"{r['seconds']:.2f}")
-        console().print(t)
-
-    emit(args, rows, human)
+    wd = Path(args.dir)
+    if wd.exists() and (wd / "mlflow.db").exists():
+        shutil.rmtree(wd)  # a demo starts from an empty registry so its output is reproducible
+    result = run_demo(wd, server=args.server, out_map=args.map, limit=args.limit,
+                      echo=(lambda s: None) if args.json else print)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
     return 0
 
 
@@ -65,3 +55,57 @@ def _motifs(args: argparse.Namespace) -> int:
 
 
 register_command("motifs", "split a model's graph into motifs and print the macro graph size", _motifs_args, _motifs)
+
+
+# ------------------------------------------------------------------ nar map
+def _map_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="nar-map.html")
+    p.add_argument("--index", help="index directory (default: $NAR_HOME/index)")
+    p.add_argument("-k", type=int, default=5, help="nearest models listed on click")
+
+
+def _map(args: argparse.Namespace) -> int:
+    from nar_plugin.viz import write_map
+
+    n = write_map(args.out, index=args.index, k=args.k)
+    print(f"wrote {args.out} ({n} models)")
+    return 0
+
+
+register_command("map", "write an interactive 2-D map of every indexed model (self-contained HTML)", _map_args, _map)
+
+
+# ------------------------------------------------------------------ nar corpus
+def _corpus_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["build"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the build (see `nar corpus build -h`)")
+
+
+def _corpus(args: argparse.Namespace) -> int:
+    from nar_plugin.corpus import corpus_build_command
+
+    return corpus_build_command(args.rest)
+
+
+register_command("corpus", "build the training/evaluation corpus (timm, transformers, torchvision, NAS)", _corpus_args, _corpus)
+
+
+# ------------------------------------------------------------------ nar train
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", help="corpus directory (default: the built corpus)")
+    p.add_argument("--out", default="nar_plugin/weights", help="where to write the weights and card")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from nar_plugin.train import train_command
+
+    kwargs = {} if args.epochs is None else {"epochs": args.epochs}
+    result = train_command(args.corpus, args.out, seed=args.seed, device=args.device, **kwargs)
+    print(result)
+    return 0
+
+
+register_command("train", "train the NAR encoder (reproduces the shipped weights)", _train_args, _train)

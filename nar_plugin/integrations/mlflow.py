@@ -109,7 +109,9 @@ def _set_model_and_run_tags(client: Any, model_id: str, tags: dict[str, str]) ->
 
 
 def model_metadata(lm: Any, tracking_uri: str | None) -> dict[str, Any]:
-    """Index metadata for a LoggedModel: ids, names, experiment, flavor."""
+    """Index metadata for a LoggedModel: ids, names, experiment, and the user's own tags."""
+    user_tags = {k: v for k, v in (lm.tags or {}).items()
+                 if not k.startswith(("mlflow.", "nar.")) and len(v) <= 256}
     return {
         "model_id": lm.model_id,
         "run_id": lm.source_run_id,
@@ -117,6 +119,7 @@ def model_metadata(lm: Any, tracking_uri: str | None) -> dict[str, Any]:
         "model_name": lm.name,
         "tracking_uri": tracking_uri,
         "created_ms": lm.creation_timestamp,
+        "tags": user_tags,
     }
 
 

@@ -1,0 +1,306 @@
+"""``nar demo``: the whole product on embedded defaults, in a few minutes.
+
+1. An embedded MLflow (SQLite store in ``<dir>/mlflow.db``; or a local ``mlflow server`` with
+   ``--server``), with nar-plugin activated the zero-code way (the entry point).
+2. 30+ real models logged with plain ``mlflow.<flavor>.log_model`` calls: timm and torchvision
+   architectures and hand-written modules (pt2 format), transformers models (the transformers
+   flavor, tiny random weights and a local tokenizer: nothing is downloaded).
+3. A few registered, including a planted duplicate that the registry check catches.
+4. ``find_similar`` for a few runs, with relations and explanations; the registry dedup report;
+   ``nar-map.html``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DemoModel", "demo_models", "run_demo"]
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """One model the demo logs: a name, its family (for the reader), and how to build it."""
+
+    name: str
+    family: str
+    flavor: str  # "pytorch" or "transformers"
+    build: Callable[[], Any]
+    input_size: int = 224
+
+
+def _timm(name: str, **kw: Any) -> Callable[[], Any]:
+    def build() -> Any:
+        import timm
+
+        return timm.create_model(name, **kw)
+    return build
+
+
+def _tv(name: str) -> Callable[[], Any]:
+    def build() -> Any:
+        import torchvision
+
+        return getattr(torchvision.models, name)()
+    return build
+
+
+def _hand_mlp() -> Any:
+    import torch.nn as nn
+
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
+                         nn.Linear(256, 10))
+
+
+def _hand_cnn() -> Any:
+    import torch.nn as nn
+
+    def block(i: int, o: int) -> Any:
+        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
+
+    return nn.Sequential(block(3, 32), block(32, 64), block(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(128, 10))
+
+
+def _hand_vit() -> Any:
+    """A ViT written by hand: functional attention, no library layers for it."""
+    import torch
+    import torch.nn as nn
+
+    class Attention(nn.Module):
+        def __init__(self, d: int, heads: int) -> None:
+            super().__init__()
+            self.h, self.qkv, self.proj = heads, nn.Linear(d, 3 * d), nn.Linear(d, d)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, n, d = x.shape
+            q, k, v = self.qkv(x).reshape(b, n, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
+            a = (q @ k.transpose(-2, -1)) * (d // self.h) ** -0.5
+            return self.proj((a.softmax(-1) @ v).transpose(1, 2).reshape(b, n, d))
+
+    class Block(nn.Module):
+        def __init__(self, d: int) -> None:
+            super().__init__()
+            self.n1, self.attn, self.n2 = nn.LayerNorm(d), Attention(d, 3), nn.LayerNorm(d)
+            self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = x + self.attn(self.n1(x))
+            return x + self.mlp(self.n2(x))
+
+    class HandViT(nn.Module):
+        def __init__(self, d: int = 192, depth: int = 6) -> None:
+            super().__init__()
+            self.patch = nn.Conv2d(3, d, 16, 16)
+            self.cls = nn.Parameter(torch.zeros(1, 1, d))
+            self.pos = nn.Parameter(torch.zeros(1, 197, d))
+            self.blocks = nn.Sequential(*[Block(d) for _ in range(depth)])
+            self.norm, self.head = nn.LayerNorm(d), nn.Linear(d, 1000)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.patch(x).flatten(2).transpose(1, 2)
+            x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+            return self.head(self.norm(self.blocks(x))[:, 0])
+
+    return HandViT()
+
+
+def _bert(layers: int, hidden: int = 64) -> Callable[[], Any]:
+    def build() -> Any:
+        import transformers as tf
+
+        return tf.BertModel(tf.BertConfig(vocab_size=64, hidden_size=hidden, num_hidden_layers=layers,
+                                          num_attention_heads=2, intermediate_size=hidden * 4))
+    return build
+
+
+def _gpt2(layers: int) -> Callable[[], Any]:
+    def build() -> Any:
+        import transformers as tf
+
+        return tf.GPT2Model(tf.GPT2Config(vocab_size=64, n_embd=64, n_layer=layers, n_head=2, n_positions=64))
+    return build
+
+
+def demo_models() -> list[DemoModel]:
+    """The models the demo logs (32): several members per family, so neighbours mean something."""
+    m: list[DemoModel] = []
+    for n in ("resnet18", "resnet26", "resnet34", "resnet50", "resnet101"):
+        m.append(DemoModel(n, "resnet", "pytorch", _timm(n), 64))
+    for n in ("efficientnet_b0", "efficientnet_b1", "efficientnet_b2"):
+        m.append(DemoModel(n, "efficientnet", "pytorch", _timm(n), 64))
+    for n in ("mobilenetv3_small_100", "mobilenetv3_large_100"):
+        m.append(DemoModel(n, "mobilenetv3", "pytorch", _timm(n), 64))
+    for n in ("vit_tiny_patch16_224", "vit_small_patch16_224", "deit_tiny_patch16_224"):
+        m.append(DemoModel(n, "vision_transformer", "pytorch", _timm(n), 224))
+    for n in ("convnext_atto", "convnext_femto", "convnext_pico"):
+        m.append(DemoModel(n, "convnext", "pytorch", _timm(n), 64))
+    for n in ("regnetx_002", "regnetx_004", "regnety_002"):
+        m.append(DemoModel(n, "regnet", "pytorch", _timm(n), 64))
+    for n in ("resnet18", "mobilenet_v2", "squeezenet1_0", "vgg11"):
+        fam = {"resnet18": "resnet", "mobilenet_v2": "mobilenetv2", "squeezenet1_0": "squeezenet", "vgg11": "vgg"}[n]
+        m.append(DemoModel(f"torchvision-{n}", fam, "pytorch", _tv(n), 64))
+    m.append(DemoModel("hand-mlp", "mlp", "pytorch", _hand_mlp, 32))
+    m.append(DemoModel("hand-cnn", "vgg", "pytorch", _hand_cnn, 32))
+    m.append(DemoModel("hand-vit", "vision_transformer", "pytorch", _hand_vit, 224))
+    for layers in (2, 4):
+        m.append(DemoModel(f"bert-{layers}l", "bert", "transformers", _bert(layers)))
+    for layers in (2, 4):
+        m.append(DemoModel(f"gpt2-{layers}l", "gpt2", "transformers", _gpt2(layers)))
+    return m
+
+
+def _tokenizer() -> Any:
+    import transformers as tf
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(59)]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                      cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+
+
+def _log(mlflow: Any, dm: DemoModel) -> Any:
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = dm.build().eval()
+    tags = {"family": dm.family}
+    if dm.flavor == "transformers":
+        return mlflow.transformers.log_model({"model": model, "tokenizer": _tokenizer()}, name=dm.name,
+                                             task="feature-extraction", pip_requirements=["transformers"], tags=tags)
+    x = torch.randn(1, 3, dm.input_size, dm.input_size)
+    return mlflow.pytorch.log_model(model, name=dm.name, input_example=x.numpy(), pip_requirements=["torch"],
+                                    tags=tags)
+
+
+def run_demo(workdir: str | Path = ".nar-demo", server: bool = False, out_map: str | Path = "nar-map.html",
+             limit: int | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the demo; returns what it printed as data (used by tests and ``--json``).
+
+    Args:
+        workdir: where the MLflow store, artifacts and the index live (created).
+        server: start a local ``mlflow server`` instead of the embedded SQLite store.
+        out_map: where to write the HTML map.
+        limit: log only the first ``limit`` models (tests).
+        echo: where human-readable lines go.
+    """
+    wd = Path(workdir).resolve()
+    wd.mkdir(parents=True, exist_ok=True)
+    os.environ["NAR_HOME"] = str(wd / "nar")  # the demo never touches your own index
+    os.environ.setdefault("NAR_DEDUP", "warn")
+    proc = None
+    if server:
+        proc, uri = _start_server(wd)
+    else:
+        uri = f"sqlite:///{wd / 'mlflow.db'}"
+    import mlflow
+
+    from nar_plugin.api import find_similar
+    from nar_plugin.integrations.mlflow import is_autologging
+    from nar_plugin.integrations.mlflow_registry import DuplicateModelWarning, dedup_report
+
+    warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    # the demo shows nar-plugin's output; MLflow's and transformers' chatter about model cards,
+    # licences and shard writing is not what a newcomer came to read
+    for name in ("mlflow", "transformers", "torch._export", "torch.export"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("nar-demo")
+    result: dict[str, Any] = {"tracking_uri": uri, "autologging": is_autologging(), "logged": [], "similar": {}}
+    echo(f"MLflow tracking at {uri}; nar-plugin autologging {'on' if result['autologging'] else 'OFF'}")
+    try:
+        runs: dict[str, Any] = {}
+        models = demo_models()[: limit or None]
+        t0 = time.time()
+        for i, dm in enumerate(models, 1):
+            t = time.time()
+            with mlflow.start_run(run_name=dm.name) as run:
+                info = _log(mlflow, dm)
+            status = mlflow.MlflowClient().get_logged_model(info.model_id).tags.get("nar.status", "untagged")
+            runs[dm.name] = (run.info.run_id, info.model_id)
+            result["logged"].append({"name": dm.name, "family": dm.family, "run_id": run.info.run_id,
+                                     "model_id": info.model_id, "status": status})
+            echo(f"[{i:2d}/{len(models)}] logged {dm.name:<26} {dm.flavor:<12} nar.status={status}  ({time.time() - t:.1f} s)")
+        echo(f"logged {len(models)} models in {time.time() - t0:.0f} s")
+        # registry: register a few, then a planted duplicate (a retrained resnet18)
+        reg = {}
+        if "resnet18" in runs:
+            reg["image-classifier/1"] = mlflow.register_model(f"models:/{runs['resnet18'][1]}", "image-classifier")
+            with mlflow.start_run(run_name="resnet18-retrained"):
+                dup = _log(mlflow, DemoModel("resnet18", "resnet", "pytorch", _timm("resnet18"), 64))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", DuplicateModelWarning)
+                v = mlflow.register_model(f"models:/{dup.model_id}", "image-classifier")
+            tags = mlflow.MlflowClient().get_model_version("image-classifier", v.version).tags
+            caught_dup = tags.get("nar.duplicate_of")
+            result["planted_duplicate"] = {"version": f"image-classifier/{v.version}", "duplicate_of": caught_dup,
+                                           "warned": any(issubclass(w.category, DuplicateModelWarning) for w in caught)}
+            echo(f"registered image-classifier/{v.version} (resnet18 retrained): nar.duplicate_of={caught_dup}"
+                 + ("  <- planted duplicate caught" if caught_dup else "  <- planted duplicate MISSED"))
+        for name in ("vit_tiny_patch16_224", "bert-2l"):
+            if name in runs:
+                reg_name = "vision-transformer" if name.startswith("vit") else "text-encoder"
+                mlflow.register_model(f"models:/{runs[name][1]}", reg_name)
+        # neighbours
+        for q in ("resnet34", "efficientnet_b0", "hand-vit", "bert-2l", "hand-cnn"):
+            if q not in runs:
+                continue
+            matches = find_similar(runs[q][0], k=3)
+            result["similar"][q] = [m.to_dict() for m in matches]
+            echo(f"\nfind_similar(run of {q}):")
+            for m in matches:
+                meta = m.metadata
+                echo(f"  {m.score:.3f}  {m.relation:<14} {meta.get('model_name') or m.key:<26} "
+                     f"family={(meta.get('tags') or {}).get('family', '?'):<18} {m.explain()}")
+        clusters = dedup_report(tracking_uri=uri)
+        result["dedup"] = [{"relation": c.relation, "members": c.members} for c in clusters]
+        echo("\nregistry dedup report:" if clusters else "\nregistry dedup report: no duplicates")
+        for c in clusters:
+            echo(f"  {c.relation}: {', '.join(c.members)}")
+        from nar_plugin.viz import write_map
+
+        n = write_map(out_map)
+        result["map"] = str(Path(out_map).resolve())
+        echo(f"\nwrote {out_map} ({n} models); open it in a browser")
+    finally:
+        if proc is not None:
+            proc.terminate()
+    return result
+
+
+def _start_server(wd: Path) -> tuple[Any, str]:
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(wd / "mlflow-server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                             f"sqlite:///{wd / 'server.db'}", "--artifacts-destination", str(wd / "artifacts"),
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "NAR_AUTOLOG": "false"})
+    uri = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                return proc, uri
+        except OSError:
+            time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError(f"mlflow server did not start; see {wd / 'mlflow-server.log'}")
