@@ -109,3 +109,31 @@ def _train(args: argparse.Namespace) -> int:
 
 
 register_command("train", "train the NAR encoder (reproduces the shipped weights)", _train_args, _train)
+
+
+# ------------------------------------------------------------------ nar eval
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", help="corpus directory (default: the built corpus)")
+    p.add_argument("--methods", default="nar,histogram,wl,gcn,gat", help="comma-separated")
+    p.add_argument("--splits", default="by_model,by_family", help="comma-separated")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gnn-epochs", type=int, default=20)
+    p.add_argument("--nar-epochs", type=int, help="epochs when NAR is retrained for a split")
+    p.add_argument("--out", default="eval.md", help="Markdown file for the tables")
+    p.add_argument("--json", action="store_true")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from nar_plugin.eval_runner import run_eval
+
+    res = run_eval(args.corpus, methods=args.methods.split(","), splits=args.splits.split(","), seed=args.seed,
+                   gnn_epochs=args.gnn_epochs, nar_epochs=args.nar_epochs, out=args.out,
+                   log=(lambda s: None) if args.json else print)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    return 0
+
+
+register_command("eval", "NAR vs. baselines (GCN, GAT, WL, op histogram) on both splits; Markdown table", _eval_args, _eval)

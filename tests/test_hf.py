@@ -101,7 +101,7 @@ def test_parse_repo_spec() -> None:
 
 
 def test_index_repo_offline_reads_only_config_and_card(cache: Path, downloads: list[str]) -> None:
-    from nar_plugin.api import _index, find_similar
+    from nar_plugin.api import find_similar, open_index as _index
 
     sha = (cache / "models--org--tiny-bert" / "refs" / "main").read_text()
     key = hf.index_repo("org/tiny-bert", cache_dir=cache)
@@ -126,7 +126,7 @@ def test_index_repo_matches_in_memory_model(cache: Path) -> None:
     import torch
     import transformers
 
-    from nar_plugin.api import _index
+    from nar_plugin.api import open_index as _index
     from nar_plugin.embed import embed
 
     key = hf.index_repo("org/tiny-bert", cache_dir=cache)
@@ -242,7 +242,7 @@ def test_index_repo_online_downloads_only_config(hub: MockHub, tmp_path: Path) -
     assert key == f"hf:org/online@{hub.sha}"
     fetched = {p for _, p in hub.requests if "/resolve/" in p}
     assert fetched == {f"/org/online/resolve/{hub.sha}/config.json"}
-    from nar_plugin.api import _index
+    from nar_plugin.api import open_index as _index
 
     assert _index().get(key).metadata["base_model"] == ["org/bert-base"]
 
@@ -274,7 +274,7 @@ def _card(commit: dict[str, bytes]) -> dict[str, Any]:
 
 
 def test_upload_folder_carries_card_metadata(hub: MockHub, hook: None, tmp_path: Path) -> None:
-    from nar_plugin.api import _index
+    from nar_plugin.api import open_index as _index
     from nar_plugin.codec import decode_embedding
     from nar_plugin.embed import encoder_version
 
@@ -476,7 +476,7 @@ def test_webhook_indexes_with_the_real_index_repo(cache: Path, monkeypatch: pyte
 
     from starlette.testclient import TestClient
 
-    from nar_plugin.api import _index
+    from nar_plugin.api import open_index as _index
 
     sha = (cache / "models--org--tiny-gpt2" / "refs" / "main").read_text()
     monkeypatch.setenv("NAR_WEBHOOK_SECRET", SECRET)

@@ -287,9 +287,12 @@ def test_fault_corrupt_artifact(tracking: str, no_reraise: None, monkeypatch: py
     assert _assert_logged(info, run.info.run_id)["nar.status"] == "error:CorruptArtifactError"
 
 
-def test_fault_tracking_unreachable_during_sync(tracking: str) -> None:
+def test_fault_tracking_unreachable_during_sync(tracking: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from nar_plugin.integrations.mlflow_sync import TrackingUnavailableError, sync_from_tracking
 
+    # MLflow's client retries with backoff for minutes by default
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     with pytest.raises(TrackingUnavailableError):
         sync_from_tracking("http://127.0.0.1:9")  # nothing listens on the discard port
 

@@ -1,0 +1,111 @@
+"""``nar eval``: NAR and the baselines on the same corpus, the same splits, the same metrics.
+
+Protocol (both splits): the corpus items are selected as for training
+(:func:`nar_plugin.train.select_items` with the training config's caps and seed); queries =
+gallery = the split's test items, self excluded, relevant = same family
+(:func:`nar_plugin.evaluate.retrieval_metrics`). GCN/GAT baselines are trained on the split's
+train items only. For ``nar`` the encoder must not have seen the test families of the
+held-out-family split, so unless ``weights`` are given per split, the encoder is trained on each
+split's train items with the shipped training config (``retrain_nar=True``, the default for
+``by_family``); the shipped weights themselves were trained on the by-model split's train items.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["run_eval", "METHODS"]
+
+METHODS = ("nar", "histogram", "wl", "gcn", "gat")
+
+
+def _nar_metrics(entries: Sequence[Any], split: Any, seed: int, retrain: bool, epochs: int | None,
+                 log: Callable[[str], None]) -> dict[str, float]:
+    import tempfile
+
+    from nar_plugin.embed import embed_many, load_encoder
+    from nar_plugin.train import evaluate_split
+
+    labels = [e.family for e in entries]
+    test_graphs = [entries[int(i)].graph for i in split.test]
+    if not retrain:
+        emb = embed_many(test_graphs)
+        return evaluate_split(emb, labels, split)
+    from nar_plugin.train import train
+
+    out = Path(tempfile.mkdtemp(prefix=f"nar-eval-{split.name}-"))
+    t = time.time()
+    kwargs: dict[str, Any] = {} if epochs is None else {"epochs": epochs}
+    # train() selects and splits `entries` exactly as here (same caps, same seed)
+    train(None, out, seed=seed, entries=list(entries), split=split.name, progress=False,
+          save_checkpoints=False, **kwargs)
+    log(f"  trained NAR on the {split.name} train items in {time.time() - t:.0f} s")
+    enc = load_encoder(out, reload=True)
+    return evaluate_split(embed_many(test_graphs, encoder=enc), labels, split)
+
+
+def run_eval(corpus: str | Path | None = None, methods: Sequence[str] = METHODS,
+             splits: Sequence[str] = ("by_model", "by_family"), seed: int = 0, gnn_epochs: int = 20,
+             retrain_nar: bool | None = None, nar_epochs: int | None = None, out: str | Path | None = None,
+             log: Callable[[str], None] = print) -> dict[str, dict[str, dict[str, float]]]:
+    """Evaluate ``methods`` on ``splits``; returns ``{split: {method: metrics}}`` and writes the
+    Markdown tables to ``out`` when given.
+
+    Args:
+        corpus: corpus directory (default: the built corpus).
+        methods: any of ``nar``, ``histogram``, ``wl``, ``gcn``, ``gat``.
+        splits: ``by_model`` and/or ``by_family``.
+        seed: seed of item selection, splits and baseline training.
+        gnn_epochs: epochs of the GCN/GAT baselines.
+        retrain_nar: train NAR per split (default: only for ``by_family``).
+        nar_epochs: epochs when retraining NAR (default: the training config's).
+        out: Markdown file to write.
+    """
+    from nar_plugin.baselines import run_baselines
+    from nar_plugin.evaluate import format_table
+    from nar_plugin.train import TrainConfig, load_training_corpus, make_split, select_items
+
+    if corpus is None:
+        from nar_plugin.corpus import default_corpus_dir
+
+        corpus = default_corpus_dir()
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
+    cfg = TrainConfig()
+    entries = select_items(load_training_corpus(corpus), cfg.max_nodes, cfg.max_per_family, seed)
+    labels = [e.family for e in entries]
+    graphs = [e.graph for e in entries]
+    log(f"{len(entries)} items, {len(set(labels))} families from {corpus}")
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    md = []
+    for name in splits:
+        split = make_split(entries, name, seed)
+        log(f"split {name}: {len(split.train)} train, {len(split.test)} test")
+        res: dict[str, dict[str, float]] = {}
+        if "nar" in methods:
+            t = time.time()
+            retrain = retrain_nar if retrain_nar is not None else name != "by_model"
+            res["NAR"] = _nar_metrics(entries, split, seed, retrain, nar_epochs, log)
+            log(f"  NAR: MAP@20 {res['NAR'].get('MAP@20', float('nan')):.4f} ({time.time() - t:.0f} s)")
+        base = [m for m in methods if m != "nar"]
+        if base:
+            t = time.time()
+            got = run_baselines(graphs, labels, split, methods=tuple(base), seed=seed,
+                                gnn_kwargs={"epochs": gnn_epochs})
+            for m, r in got.items():
+                res[{"histogram": "op histogram", "wl": "WL subtree", "gcn": "GCN", "gat": "GAT"}.get(m, m)] = r
+            log(f"  baselines {base} in {time.time() - t:.0f} s")
+        results[name] = res
+        table = format_table(res)
+        md.append(f"### split: {name} ({len(split.test)} test queries)\n\n{table}\n")
+        log(table)
+    if out is not None:
+        Path(out).write_text("\n".join(md))
+    return results
