@@ -62,11 +62,18 @@ class Thresholds:
 
 
 def load_thresholds(path: str | Path | None = None) -> Thresholds:
-    """Thresholds calibrated on the corpus (``weights/thresholds.json``), else the defaults."""
+    """Thresholds calibrated on the corpus (``weights/thresholds.json``) for the loaded
+    encoder, else the defaults (with a warning when the file belongs to another encoder)."""
+    from nar_plugin.embed import encoder_version
+
     p = Path(path) if path else _THRESHOLDS_FILE
     if not p.is_file():
         return Thresholds()
     data = json.loads(p.read_text())
+    if data.get("encoder") and data["encoder"] != encoder_version():
+        logger.warning("%s was calibrated for encoder %s, not %s; using default thresholds",
+                       p, data["encoder"], encoder_version())
+        return Thresholds()
     return Thresholds(float(data["near_duplicate"]), float(data["related"]), source=str(p.name))
 
 
@@ -345,16 +352,27 @@ def find_similar(query: Any, k: int = 10, relation: str | None = None, where: An
     fetch = k if relation is None else max(k * 5, 50)
     if q.exclude_model_id:
         fetch += 10  # registered versions of the query's own model are dropped below
+    fetch += 10  # registered versions of models that are themselves indexed are folded below
     hits = idx.search(q.vector, k=fetch, filter=where, exclude_keys=q.exclude_keys)
+    versions: dict[str, list[str]] = {}
+    for h in hits:
+        mid = h.entry.metadata.get("model_id")
+        if h.key.startswith("mlflow:version:") and mid:
+            versions.setdefault(mid, []).append(h.key.removeprefix("mlflow:version:"))
     out: list[Match] = []
     allowed = RELATIONS[: RELATIONS.index(relation) + 1] if relation else RELATIONS
     for h in hits:
         if q.exclude_model_id and h.entry.metadata.get("model_id") == q.exclude_model_id:
             continue
+        mid = h.entry.metadata.get("model_id")
+        if h.key.startswith("mlflow:version:") and mid and idx.get(f"mlflow:model:{mid}") is not None:
+            continue  # shown once, as its LoggedModel, with the version listed in the metadata
         rel = relation_for(h.score, q.graph_hash is not None and h.entry.graph_hash == q.graph_hash, th)
         if rel not in allowed:
             continue
         meta = dict(h.entry.metadata)
+        if h.key.startswith("mlflow:model:") and mid in versions:
+            meta["registered_versions"] = versions[mid]
         meta.setdefault("source_kind", h.entry.source_kind)
         if h.entry.uri:
             meta.setdefault("uri", h.entry.uri)

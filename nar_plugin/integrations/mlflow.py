@@ -63,6 +63,9 @@ TAG_NUM_MOTIFS = "nar.num_motifs"
 TAG_STATUS = "nar.status"
 TAG_DUPLICATE_OF = "nar.duplicate_of"
 TAG_DUPLICATE_SCORE = "nar.duplicate_score"
+#: compact op/motif histograms (LoggedModels only: run tags are capped at 8,000 chars), so that
+#: ``Match.explain()`` works on entries synced from other machines
+TAG_DESCRIPTION = "nar.description"
 NAR_TAGS = (TAG_EMBEDDING, TAG_ENCODER, TAG_GRAPH_HASH, TAG_NUM_NODES, TAG_NUM_MOTIFS, TAG_STATUS)
 
 
@@ -97,6 +100,21 @@ def nar_tags(graph: Any, vector: Any, encoder: str, num_motifs: int) -> dict[str
         TAG_NUM_MOTIFS: str(num_motifs),
         TAG_STATUS: "ok",
     }
+
+
+def encode_description(desc: dict[str, Any], top_motifs: int = 24) -> str:
+    """:func:`nar_plugin.api.describe_graph` output as compact JSON (a few hundred chars)."""
+    motifs = dict(sorted((desc.get("motifs") or {}).items(), key=lambda kv: -kv[1])[:top_motifs])
+    return json.dumps({**desc, "motifs": motifs}, separators=(",", ":"), sort_keys=True)
+
+
+def decode_description(text: str | None) -> dict[str, Any]:
+    """Inverse of :func:`encode_description`; an absent or malformed tag gives ``{}``."""
+    try:
+        data = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _set_model_and_run_tags(client: Any, model_id: str, tags: dict[str, str]) -> Any:
@@ -154,6 +172,7 @@ def index_logged_model(client: Any, model_id: str, local_dir: str | Path) -> dic
     desc = describe_graph(graph)
     tags = nar_tags(graph, vector, encoder_version(), desc["num_motifs"])
     lm = _set_model_and_run_tags(client, model_id, tags)
+    client.set_logged_model_tags(model_id, {TAG_DESCRIPTION: encode_description(desc)})
     try:
         index_graph(graph, f"mlflow:model:{model_id}", model_metadata(lm, _tracking_uri(client)),
                     source_kind="mlflow", uri=f"models:/{model_id}")

@@ -136,6 +136,9 @@ def after_create(client: Any, mv: Any, plan: DedupPlan | None, policy: str) -> N
         logger.warning(msg)
         warnings.warn(msg, DuplicateModelWarning, stacklevel=4)
     meta = {**version_metadata(mv, _uri_of(client)), **plan.metadata}
+    model_entry = _index().get(f"mlflow:model:{plan.model_id}")
+    if model_entry is not None and "description" in model_entry.metadata:
+        meta["description"] = model_entry.metadata["description"]
     _index().upsert(f"mlflow:version:{mv.name}/{mv.version}", plan.vector, source_kind="mlflow",
                     graph_hash=tags.get(TAG_GRAPH_HASH), uri=meta["uri"], metadata=meta)
 

@@ -88,6 +88,8 @@ def _index_tagged(index: Any, key: str, tags: dict[str, str], metadata: dict[str
     from nar_plugin.codec import decode_embedding
     from nar_plugin.integrations.mlflow import TAG_EMBEDDING, TAG_ENCODER, TAG_GRAPH_HASH
 
+    from nar_plugin.integrations.mlflow import TAG_DESCRIPTION, decode_description
+
     emb = tags.get(TAG_EMBEDDING)
     if not emb:
         report.skipped_untagged += 1
@@ -95,8 +97,14 @@ def _index_tagged(index: Any, key: str, tags: dict[str, str], metadata: dict[str
     if tags.get(TAG_ENCODER) != encoder:
         report.skipped_other_encoder += 1
         return False
+    existing = index.get(key)
+    merged = dict(existing.metadata) if existing is not None else {}
+    merged.update(metadata)  # keep what this machine knew (e.g. the description) unless replaced
+    desc = decode_description(tags.get(TAG_DESCRIPTION))
+    if desc:
+        merged["description"] = desc
     index.upsert(key, decode_embedding(emb), source_kind="mlflow", graph_hash=tags.get(TAG_GRAPH_HASH),
-                 encoder_version=encoder, uri=metadata.get("uri"), metadata=metadata)
+                 encoder_version=encoder, uri=metadata.get("uri"), metadata=merged)
     return True
 
 

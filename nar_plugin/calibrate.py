@@ -1,0 +1,117 @@
+"""Calibrate the relation thresholds of :func:`nar_plugin.find_similar` on the corpus.
+
+A pair of corpus architectures is *positive* when both belong to one family. For each threshold
+``t`` on cosine (larger = closer), precision = share of pairs with cosine >= t that are positive,
+recall = share of positive pairs with cosine >= t. We pick:
+
+- ``related``: the smallest ``t`` whose precision reaches ``related_precision`` (default 0.90);
+- ``near_duplicate``: the smallest ``t`` whose precision reaches ``near_precision`` (0.99),
+  and at least ``related``.
+
+Identical graphs (same hash) are excluded: they are ``identical`` by hash, not by threshold.
+The result, with the precision and recall each threshold gives, is written to
+``weights/thresholds.json`` and read by :func:`nar_plugin.api.load_thresholds`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["calibrate", "precision_recall_at", "write_thresholds"]
+
+
+def _pairs(emb: np.ndarray, families: Sequence[str], hashes: Sequence[str] | None,
+           max_items: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    n = len(emb)
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(n, size=min(n, max_items), replace=False))
+    e = emb[idx]
+    fam = np.asarray([families[i] for i in idx])
+    sim = e @ e.T
+    iu = np.triu_indices(len(idx), k=1)
+    scores = sim[iu]
+    pos = fam[iu[0]] == fam[iu[1]]
+    if hashes is not None:
+        h = np.asarray([hashes[i] for i in idx])
+        keep = h[iu[0]] != h[iu[1]]
+        scores, pos = scores[keep], pos[keep]
+    return scores.astype(np.float64), pos
+
+
+def precision_recall_at(scores: np.ndarray, positive: np.ndarray, t: float) -> tuple[float, float]:
+    """(precision, recall) of "cosine >= t" for positive pairs."""
+    sel = scores >= t
+    tp = float(np.sum(positive & sel))
+    prec = tp / max(1.0, float(np.sum(sel)))
+    rec = tp / max(1.0, float(np.sum(positive)))
+    return prec, rec
+
+
+def _threshold_for(scores: np.ndarray, positive: np.ndarray, precision: float) -> float:
+    order = np.argsort(-scores, kind="stable")
+    s, p = scores[order], positive[order]
+    tp = np.cumsum(p)
+    prec = tp / np.arange(1, len(s) + 1)
+    # the largest prefix (smallest threshold) whose precision still reaches the target
+    ok = np.nonzero(prec >= precision)[0]
+    if len(ok) == 0:
+        return 1.0
+    return float(s[ok[-1]])
+
+
+def calibrate(emb: np.ndarray, families: Sequence[str], hashes: Sequence[str] | None = None,
+              related_precision: float = 0.90, near_precision: float = 0.99, max_items: int = 4000,
+              seed: int = 0) -> dict[str, Any]:
+    """Thresholds and the precision/recall they give on same-family retrieval.
+
+    Args:
+        emb: (N, D) unit embeddings of corpus items.
+        families: family label per item.
+        hashes: graph hash per item (identical pairs are left out).
+        related_precision, near_precision: target precisions.
+        max_items: pairs are formed within a seeded subsample of this many items.
+    """
+    scores, pos = _pairs(np.asarray(emb, dtype=np.float32), families, hashes, max_items, seed)
+    related = _threshold_for(scores, pos, related_precision)
+    near = max(related, _threshold_for(scores, pos, near_precision))
+    pr, rr = precision_recall_at(scores, pos, related)
+    pn, rn = precision_recall_at(scores, pos, near)
+    return {
+        "related": round(related, 4), "near_duplicate": round(near, 4),
+        "related_precision": round(pr, 4), "related_recall": round(rr, 4),
+        "near_duplicate_precision": round(pn, 4), "near_duplicate_recall": round(rn, 4),
+        "pairs": int(len(scores)), "positive_pairs": int(pos.sum()),
+        "targets": {"related_precision": related_precision, "near_duplicate_precision": near_precision},
+    }
+
+
+def write_thresholds(result: dict[str, Any], path: str | Path, encoder_version: str) -> None:
+    """Store calibration next to the weights, tagged with the encoder it belongs to."""
+    Path(path).write_text(json.dumps({**result, "encoder": encoder_version}, indent=2) + "\n")
+
+
+def calibrate_from_corpus(corpus: str | Path | None = None, weights: str | Path | None = None,
+                          seed: int = 0) -> dict[str, Any]:
+    """Embed the corpus (as selected for training) with the encoder in ``weights`` (default:
+    shipped) and write ``thresholds.json`` next to it."""
+    from nar_plugin.embed import WEIGHTS_DIR, embed_many, load_encoder
+    from nar_plugin.train import TrainConfig, load_training_corpus, select_items
+
+    if corpus is None:
+        from nar_plugin.corpus import default_corpus_dir
+
+        corpus = default_corpus_dir()
+    cfg = TrainConfig()
+    entries = select_items(load_training_corpus(corpus), cfg.max_nodes, cfg.max_per_family, seed)
+    enc = load_encoder(weights, reload=True)
+    emb = embed_many([e.graph for e in entries], encoder=enc)
+    result = calibrate(emb, [e.family for e in entries], [e.graph.graph_hash for e in entries], seed=seed)
+    wdir = Path(weights) if weights is not None and Path(weights).is_dir() else (
+        Path(weights).parent if weights is not None else WEIGHTS_DIR)
+    write_thresholds(result, wdir / "thresholds.json", enc.version)
+    return result
