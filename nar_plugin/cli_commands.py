@@ -97,14 +97,23 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calibrate-only", action="store_true",
+                   help="only recompute thresholds.json for the weights in --out")
 
 
 def _train(args: argparse.Namespace) -> int:
-    from nar_plugin.train import train_command
+    import json
 
-    kwargs = {} if args.epochs is None else {"epochs": args.epochs}
-    result = train_command(args.corpus, args.out, seed=args.seed, device=args.device, **kwargs)
-    print(result)
+    from nar_plugin.calibrate import calibrate_from_corpus
+
+    if not args.calibrate_only:
+        from nar_plugin.train import train_command
+
+        kwargs = {} if args.epochs is None else {"epochs": args.epochs}
+        result = train_command(args.corpus, args.out, seed=args.seed, device=args.device, **kwargs)
+        print(f"trained {result.encoder_version} in {result.seconds:.0f} s: {json.dumps(result.metrics)}")
+    th = calibrate_from_corpus(args.corpus, args.out, seed=args.seed)
+    print("relation thresholds:", json.dumps(th))
     return 0
 
 

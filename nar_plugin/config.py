@@ -76,6 +76,7 @@ NAR_MAX_NODES = EnvVar("NAR_MAX_NODES", int, 50_000, doc="Largest graph (after f
 NAR_TESTING = EnvVar("NAR_TESTING", bool, False, doc="Re-raise plugin errors inside hooks (for tests).")
 NAR_DEBUG = EnvVar("NAR_DEBUG", bool, False, doc="CLI prints full tracebacks.")
 NAR_LOCK_TIMEOUT = EnvVar("NAR_LOCK_TIMEOUT", float, 30.0, doc="Seconds to wait for the index lock.")
+NAR_ENCODER_WEIGHTS = EnvVar("NAR_ENCODER_WEIGHTS", str, "", doc="Encoder weights dir/file (default: shipped).")
 NAR_WEBHOOK_SECRET = EnvVar("NAR_WEBHOOK_SECRET", str, "", doc="Shared secret of webhook receivers.")
 NAR_WEBHOOK_MAX_AGE = EnvVar("NAR_WEBHOOK_MAX_AGE", int, 300, doc="Oldest accepted webhook timestamp, seconds.")
 

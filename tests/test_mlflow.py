@@ -69,7 +69,8 @@ def test_pytorch_pt2_log_model_is_tagged_and_indexed(tracking: str) -> None:
     run_tags = _tags(client.get_run(run.info.run_id).data.tags)
     assert lm_tags["nar.status"] == "ok"
     assert lm_tags["nar.encoder"] == encoder_version()
-    assert run_tags == lm_tags
+    assert run_tags == {k: v for k, v in lm_tags.items() if k != "nar.description"}  # run tags are capped
+    assert json.loads(lm_tags["nar.description"])["ops"]["conv"] == 20
     assert len(lm_tags["nar.embedding"]) < 1000
     vec = decode_embedding(lm_tags["nar.embedding"])
     assert float(vec @ embed(model, (X,))) > 0.999

@@ -1,0 +1,371 @@
+"""``build_corpus``: plan every source, run items in worker processes, cache, summarise.
+
+The build is a fixpoint per source: ``plan(records, options)`` lists every task the source
+wants given what is already recorded; tasks whose key is recorded are skipped; the rest run in
+the :class:`~nar_plugin.corpus.pool.WorkerPool` and are appended to the shard as they finish.
+Planning again after a round lets a source add follow-up tasks (transformers' depth/width
+variants of the model types that built). A restarted build therefore resumes where it stopped
+and a finished build re-run builds nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nar_plugin.corpus.options import SOURCES, CorpusOptions
+from nar_plugin.corpus.pool import SOURCE_MODULES, WorkerPool
+from nar_plugin.corpus.store import CorpusStore, load_records
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CorpusSummary",
+    "SourceSummary",
+    "build_corpus",
+    "corpus_build_command",
+    "corpus_stats",
+    "default_corpus_dir",
+]
+
+FLUSH_EVERY = 25
+FLUSH_SECONDS = 10.0
+
+
+def default_corpus_dir() -> Path:
+    """``<repo>/corpus`` when nar_plugin is imported from a source checkout (a ``pyproject.toml``
+    next to the package, as with ``pip install -e``), else ``nar_home()/corpus``."""
+    repo = Path(__file__).resolve().parents[2]
+    if (repo / "pyproject.toml").is_file() and (repo / "nar_plugin").is_dir():
+        return repo / "corpus"
+    from nar_plugin.config import nar_home
+
+    return nar_home() / "corpus"
+
+
+@dataclass
+class SourceSummary:
+    """Counts of one source: the whole corpus (``items``...) and this run (``tried``...)."""
+
+    source: str
+    items: int = 0
+    ok: int = 0
+    error: int = 0
+    skipped: int = 0
+    families: int = 0
+    tried: int = 0
+    built: int = 0
+    failed: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def graphs_per_minute(self) -> float:
+        return 60.0 * self.built / self.seconds if self.seconds > 0 and self.built else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "items": self.items, "ok": self.ok, "error": self.error, "skipped": self.skipped,
+            "families": self.families,
+            "last_build": {"tried": self.tried, "built": self.built, "failed": self.failed,
+                           "cached": self.cached, "seconds": round(self.seconds, 1),
+                           "graphs_per_minute": round(self.graphs_per_minute, 1)},
+            "top_failures": dict(self.reasons.most_common(10)),
+        }
+
+
+@dataclass
+class CorpusSummary:
+    """What a build produced; ``render()`` gives the table the CLI prints."""
+
+    out_dir: Path
+    sources: dict[str, SourceSummary]
+    seconds: float = 0.0
+    workers: int = 0
+    size_bytes: int = 0
+
+    @property
+    def total_ok(self) -> int:
+        return sum(s.ok for s in self.sources.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out_dir": str(self.out_dir), "seconds": round(self.seconds, 1), "workers": self.workers,
+                "size_bytes": self.size_bytes, "sources": {k: v.to_dict() for k, v in self.sources.items()}}
+
+    def render(self) -> Any:
+        """A ``rich.table.Table``: per source corpus counts, this run's work and top failures."""
+        from rich.table import Table
+
+        t = Table(title=f"corpus {self.out_dir} ({self.size_bytes / 1e6:.1f} MB, {self.seconds / 60:.1f} min)")
+        for col in ("source", "items", "ok", "failed", "skipped", "families", "run: tried", "built",
+                    "graphs/min", "top failure reasons"):
+            t.add_column(col, overflow="fold")
+        for s in self.sources.values():
+            reasons = "\n".join(f"{n} x {r}" for r, n in s.reasons.most_common(3))
+            t.add_row(s.source, str(s.items), str(s.ok), str(s.error), str(s.skipped), str(s.families),
+                      str(s.tried), str(s.built), f"{s.graphs_per_minute:.0f}", reasons)
+        return t
+
+
+def _source_module(source: str) -> Any:
+    if source not in SOURCE_MODULES:
+        raise ValueError(f"unknown corpus source {source!r}; expected some of {', '.join(SOURCES)}")
+    return importlib.import_module(SOURCE_MODULES[source])
+
+
+def _fill_totals(s: SourceSummary, records: Iterable[Mapping[str, Any]]) -> None:
+    st: Counter[str] = Counter()
+    fams: set[str] = set()
+    reasons: Counter[str] = Counter()
+    for r in records:
+        st[r["status"]] += 1
+        if r["status"] == "ok":
+            fams.add(r["family"])
+        else:
+            reasons[r.get("category") or r.get("reason", "?")] += 1
+    s.items, s.ok, s.error, s.skipped = sum(st.values()), st["ok"], st["error"], st["skipped"]
+    s.families = len(fams)
+    s.reasons = reasons
+
+
+class _Progress:
+    """rich progress bars on a terminal; periodic log lines otherwise (nohup, CI)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+        self._ids: dict[str, Any] = {}
+        self._last_log = 0.0
+        self._counts: dict[str, list[int]] = {}
+        if enabled:
+            from rich.console import Console
+
+            console = Console(stderr=True)
+            if console.is_terminal:
+                from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                           TimeElapsedColumn, TimeRemainingColumn)
+
+                self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("ok {task.fields[ok]} failed {task.fields[failed]}"),
+                                     TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def add(self, source: str, n: int) -> None:
+        c = self._counts.setdefault(source, [0, 0, 0, 0])  # total, done, ok, failed
+        c[0] += n
+        if self._bar is not None:
+            if source not in self._ids:
+                self._ids[source] = self._bar.add_task(source, total=n, ok=0, failed=0)
+            else:
+                self._bar.update(self._ids[source], total=c[0])
+
+    def advance(self, source: str, status: str) -> None:
+        c = self._counts[source]
+        c[1] += 1
+        c[2] += status == "ok"
+        c[3] += status == "error"
+        if self._bar is not None:
+            self._bar.update(self._ids[source], advance=1, ok=c[2], failed=c[3])
+        elif self.enabled and time.monotonic() - self._last_log > 30:
+            self._last_log = time.monotonic()
+            logger.info("%s: %d/%d done, %d ok, %d failed, %d skipped", source, c[1], c[0], c[2], c[3],
+                        c[1] - c[2] - c[3])
+
+
+def build_corpus(sources: Sequence[str] = SOURCES, out_dir: str | os.PathLike[str] | None = None,
+                 workers: int = 2, limit: int | None = None, progress: bool = True, *,
+                 options: CorpusOptions | None = None, rebuild: bool = False) -> CorpusSummary:
+    """Build (or resume) the retrieval corpus.
+
+    Args:
+        sources: any of ``timm``, ``transformers``, ``torchvision``, ``nas``, built in this order.
+        out_dir: corpus directory (default :func:`default_corpus_dir`).
+        workers: worker processes (each uses one torch thread).
+        limit: at most this many base entries per source (overrides ``options.limit``).
+        progress: progress bars on a terminal, periodic log lines otherwise.
+        options: everything else (:class:`~nar_plugin.corpus.options.CorpusOptions`).
+        rebuild: delete a stale (other format/vocabulary version) corpus instead of raising.
+
+    Returns:
+        A :class:`CorpusSummary` (also saved into ``manifest.json``).
+
+    Raises:
+        StaleCorpusError: the cache has another format/vocabulary version and ``rebuild`` is false.
+        ValueError: an unknown source or a bad option.
+
+    Example:
+        >>> s = build_corpus(["timm"], "corpus", workers=2, limit=20)
+        >>> s.sources["timm"].ok
+    """
+    opts = options or CorpusOptions()
+    if limit is not None:
+        opts = dataclasses.replace(opts, limit=limit)
+    sources = list(dict.fromkeys(sources))
+    mods = {s: _source_module(s) for s in sources}
+    out = Path(out_dir) if out_dir is not None else default_corpus_dir()
+    store = CorpusStore(out, rebuild=rebuild)
+    summary = CorpusSummary(out, {s: SourceSummary(s) for s in sources}, workers=workers)
+    t_all = time.perf_counter()
+    with WorkerPool(workers, warm=sources, timeout_s=opts.timeout_s) as pool, _Progress(progress) as bar:
+        for src in sources:
+            _build_source(src, mods[src], store, opts, pool, bar, summary.sources[src])
+    summary.seconds = time.perf_counter() - t_all
+    summary.size_bytes = store.size_bytes()
+    return summary
+
+
+def _build_source(src: str, mod: Any, store: CorpusStore, opts: CorpusOptions, pool: WorkerPool,
+                  bar: _Progress, s: SourceSummary) -> None:
+    records = {r["key"]: r for r in store.records(src, repair=True)}
+    if opts.retry_failed:
+        failed = [k for k, r in records.items() if r["status"] == "error"]
+        if failed:
+            store.drop(src, failed)
+            for k in failed:
+                del records[k]
+            logger.info("%s: retrying %d failed items", src, len(failed))
+    s.cached = len(records)
+    t0 = time.perf_counter()
+    buffer: list[dict[str, Any]] = []
+    last_flush = [time.monotonic()]
+
+    def flush() -> None:
+        store.append(src, buffer)
+        buffer.clear()
+        last_flush[0] = time.monotonic()
+
+    def on_result(rec: dict[str, Any]) -> None:
+        records[rec["key"]] = rec
+        buffer.append(rec)
+        s.tried += 1
+        s.built += rec["status"] == "ok"
+        s.failed += rec["status"] == "error"
+        bar.advance(src, rec["status"])
+        if len(buffer) >= FLUSH_EVERY or time.monotonic() - last_flush[0] > FLUSH_SECONDS:
+            flush()
+
+    planned = 0
+    try:
+        while True:
+            tasks = [t for t in mod.plan(records, opts) if t.key not in records]
+            if not tasks:
+                break
+            planned += len(tasks)
+            logger.info("%s: %d items to build (%d cached)", src, len(tasks), s.cached)
+            bar.add(src, len(tasks))
+            pool.run(tasks, on_result)
+            flush()
+    finally:
+        if buffer:
+            flush()
+        s.seconds = time.perf_counter() - t0
+        _fill_totals(s, records.values())
+        if planned or s.tried:
+            store.compact(src)
+        store.update_source_stats(src, s.to_dict() if s.tried else {
+            k: v for k, v in s.to_dict().items() if k != "last_build"})
+
+
+def corpus_stats(out_dir: str | os.PathLike[str] | None = None,
+                 sources: Sequence[str] | None = None) -> CorpusSummary:
+    """Summarise an existing corpus without building (``last_build`` timings from the manifest)."""
+    out = Path(out_dir) if out_dir is not None else default_corpus_dir()
+    store = CorpusStore(out, create=False)
+    srcs = list(sources) if sources is not None else store.sources()
+    summary = CorpusSummary(out, {}, size_bytes=store.size_bytes())
+    for src in srcs:
+        s = SourceSummary(src)
+        _fill_totals(s, load_records(out, [src]))
+        last = store.manifest.get("sources", {}).get(src, {}).get("last_build", {})
+        s.tried, s.built, s.failed = last.get("tried", 0), last.get("built", 0), last.get("failed", 0)
+        s.seconds = last.get("seconds", 0.0)
+        summary.sources[src] = s
+    return summary
+
+
+# ------------------------------------------------------------------ command line
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nar corpus", description="Build or inspect the retrieval corpus.")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build or resume a corpus")
+    b.add_argument("--sources", default=",".join(SOURCES),
+                   help=f"comma-separated subset of {','.join(SOURCES)} (default: all)")
+    b.add_argument("--out", default=None, help="corpus directory (default: <repo>/corpus or NAR_HOME/corpus)")
+    b.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    b.add_argument("--limit", type=int, default=None, help="at most N base entries per source")
+    b.add_argument("--timeout", type=float, default=120.0, help="seconds per item (default 120)")
+    b.add_argument("--seed", type=int, default=0, help="NAS sampler seed (default 0)")
+    b.add_argument("--nas-families", type=int, default=400, help="NAS families per search space (default 400)")
+    b.add_argument("--no-hf-variants", action="store_true", help="only default transformers configs")
+    b.add_argument("--retry-failed", action="store_true", help="rebuild items recorded as failed")
+    b.add_argument("--rebuild", action="store_true", help="delete a stale corpus and start over")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    st = sub.add_parser("stats", help="print the summary table of an existing corpus")
+    st.add_argument("--out", default=None, help="corpus directory")
+    st.add_argument("--markdown", action="store_true", help="the full Markdown report (docs/corpus.md)")
+    return p
+
+
+def corpus_build_command(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``nar corpus {build,stats}``; returns the process exit code.
+
+    Example:
+        ``nar corpus build --sources timm,nas --workers 2 --limit 50 --out corpus``
+    """
+    args = _parser().parse_args(argv)
+    from rich.console import Console
+
+    console = Console() if sys.stdout.isatty() else Console(width=180)  # logs keep the table readable
+    if args.command == "stats":
+        if args.markdown:
+            from nar_plugin.corpus.report import corpus_markdown
+
+            print(corpus_markdown(args.out if args.out is not None else default_corpus_dir()))  # noqa: T201 - CLI output
+            return 0
+        console.print(corpus_stats(args.out).render())
+        return 0
+    srcs = [s.strip() for s in args.sources.split(",") if s.strip()]
+    opts = CorpusOptions(timeout_s=args.timeout, hf_variants=not args.no_hf_variants, seed=args.seed,
+                         nas_darts_families=args.nas_families, nas_nb201_families=args.nas_families,
+                         retry_failed=args.retry_failed)
+    summary = build_corpus(srcs, args.out, workers=args.workers, limit=args.limit,
+                           progress=not args.no_progress, options=opts, rebuild=args.rebuild)
+    console.print(summary.render())
+    return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt
+
+
+def main() -> None:  # pragma: no cover - ``python -m nar_plugin.corpus``
+    import signal
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    # `kill <pid>` stops like Ctrl-C: the batch in hand is written and the workers are stopped
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        raise SystemExit(corpus_build_command())
+    except KeyboardInterrupt:
+        logger.warning("interrupted; finished items are saved, run the same command to resume")
+        raise SystemExit(130) from None
