@@ -121,8 +121,12 @@ def _load_commands() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nar`` console script."""
+    import warnings
+
     from nar_plugin.config import NAR_DEBUG
 
+    # torch_geometric still calls torch.jit.script at import; the deprecation is not the user's
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_handler", None):
