@@ -77,14 +77,14 @@ register_command("map", "write an interactive 2-D map of every indexed model (se
 
 # ------------------------------------------------------------------ nar corpus
 def _corpus_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["build"])
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of the build (see `nar corpus build -h`)")
+    p.add_argument("action", choices=["build", "stats"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options (see `nar corpus build -h`, `nar corpus stats -h`)")
 
 
 def _corpus(args: argparse.Namespace) -> int:
     from nar_plugin.corpus import corpus_build_command
 
-    return corpus_build_command(args.rest)
+    return corpus_build_command([args.action, *args.rest])
 
 
 register_command("corpus", "build the training/evaluation corpus (timm, transformers, torchvision, NAS)", _corpus_args, _corpus)

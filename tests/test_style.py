@@ -7,7 +7,7 @@ import torch
 
 from nar_plugin.evaluate import retrieval_metrics
 from nar_plugin.extract import extract_graph
-from tests.fixtures.style_models import STYLE_MODELS, example
+from fixtures.style_models import STYLE_MODELS, example  # tests/ is on sys.path (rootdir conftest)
 
 
 @pytest.fixture(scope="module")
