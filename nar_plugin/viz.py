@@ -68,6 +68,10 @@ def _label(entry: Any) -> str:
 def map_points(index: Any, k: int = 5, seed: int = 0) -> list[dict[str, Any]]:
     """Points of the map: key, label, family, source, x, y and the k nearest (key, score)."""
     entries = list(index.entries())
+    # a registered version is drawn as its LoggedModel (same vector) when that is indexed too
+    keys = {e.key for e in entries}
+    entries = [e for e in entries if not (e.key.startswith("mlflow:version:") and
+                                          f"mlflow:model:{(e.metadata or {}).get('model_id')}" in keys)]
     if not entries:
         return []
     vecs = np.stack([e.vector for e in entries]).astype(np.float32)
