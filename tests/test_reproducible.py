@@ -1,0 +1,22 @@
+"""The committed corpus is exactly what the shipped encoder was trained on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nar_plugin.embed import WEIGHTS_DIR
+from nar_plugin.train import TrainConfig, load_training_corpus, make_split, select_items
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_committed_corpus_reproduces_the_training_split() -> None:
+    card = json.loads((WEIGHTS_DIR / "nar-encoder.json").read_text())
+    recorded = card["corpus"]
+    cfg = TrainConfig()
+    entries = select_items(load_training_corpus(ROOT / "corpus"), cfg.max_nodes, cfg.max_per_family, card["seed"])
+    split = make_split(entries, recorded["split"]["name"], card["seed"])
+    assert len(entries) == recorded["items_used"]
+    assert split.keys_hash == recorded["split"]["keys_hash"]
+    assert "nar train --corpus corpus" in card["command"]
