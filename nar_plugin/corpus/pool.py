@@ -90,7 +90,7 @@ def normalise_category(text: str) -> str:
     """Mask model-specific parts (quoted names, class names, numbers) so reasons can be counted."""
     text = _BUILD.sub("build: ", text.replace("_Failure: ", "UnsupportedModelError: ", 1))
     text = _NUM.sub("N", _CLASS.sub("<class>", _QUOTED.sub("'…'", text)))
-    return text[:100]
+    return text.split(" (no AutoModel entry")[0].split(" (no <class> entry")[0][:100]
 
 
 def run_task(task: Task) -> dict[str, Any]:

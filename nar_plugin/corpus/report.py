@@ -108,7 +108,7 @@ def corpus_markdown(root: str | os.PathLike[str], top: int = 10) -> str:
                f"(`load_corpus(dedupe=True)` drops them); {dup_across} graphs occur in more than one family.")
 
     # ---- failures
-    out.append("\n### Failure reasons (top per source)\n")
+    out.append("\n### Failure and skip reasons (top per source)\n")
     rows = []
     for src, rs in by_src.items():
         cats = Counter(normalise_category(r.get("category", "")) for r in rs if r["status"] != "ok")
@@ -137,8 +137,10 @@ def corpus_markdown(root: str | os.PathLike[str], top: int = 10) -> str:
         ed = [r for r in d if r["info"].get("encoder_decoder")]
         if ed:
             out.append(f"\nEncoder-decoder model types (any modality): {_rate(sum(r['status'] == 'ok' for r in ed), len(ed))}.")
-        second = sum(1 for r in hf if r["info"].get("inputs") == "all-modalities")
-        out.append(f"Items that needed the all-modalities input set: {second}.")
+        attempts = Counter(r["info"].get("inputs", "main") for r in hf if r["status"] == "ok")
+        out.append("Built items by input attempt: " + ", ".join(f"{k} {v}" for k, v in sorted(attempts.items()))
+                   + " (`main`: `dummy_inputs`; `tensor-outputs`: same inputs, cache outputs dropped; "
+                   "`all-modalities`: every input the forward accepts).")
     return "\n".join(out) + "\n"
 
 
