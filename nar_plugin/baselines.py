@@ -21,7 +21,6 @@ are written to be moved there unchanged.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Hashable, Iterator, Sequence
@@ -37,6 +36,8 @@ from torch_geometric.nn import GATConv, GCNConv, global_max_pool, global_mean_po
 
 from nar_plugin.evaluate import DEFAULT_KS, retrieval_metrics
 from nar_plugin.graph import OP_INDEX, OPS, ArchGraph
+from nar_plugin.torch_utils import seeded as _seeded
+from nar_plugin.torch_utils import torch_threads as _torch_threads
 
 if TYPE_CHECKING:
     from nar_plugin.splits import Split
@@ -364,38 +365,6 @@ def _pk_batches(
     return batches
 
 
-@contextlib.contextmanager
-def _torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op thread count (restored afterwards)."""
-    if num_threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def _seeded(seed: int, device: str) -> Iterator[None]:
-    """Seed torch for the work inside, then restore the caller's global RNG state.
-
-    ``torch.random.fork_rng`` saves and restores the CPU generator (and the CUDA generator of
-    ``device`` when it is a GPU); only those generators are seeded, so no other device's RNG
-    state changes.
-    """
-    dev = torch.device(device)
-    devices: list[int] = []
-    if dev.type == "cuda":
-        devices = [dev.index if dev.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=devices):
-        torch.default_generator.manual_seed(seed)
-        for d in devices:
-            with torch.cuda.device(d):
-                torch.cuda.manual_seed(seed)
-        yield
 
 
 def train_gnn_baseline(

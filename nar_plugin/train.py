@@ -23,7 +23,6 @@ augmentations from local ``numpy`` generators, and CPU sparse products are deter
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -47,6 +46,8 @@ from nar_plugin.graph import VOCAB_VERSION, ArchGraph
 from nar_plugin.losses import augment_graph, motif_info_nce, supcon_loss
 from nar_plugin.motifs import MOTIF_VERSION
 from nar_plugin.splits import Split, split_by_family, split_by_model
+from nar_plugin.torch_utils import seeded as _seeded
+from nar_plugin.torch_utils import torch_threads as _threads
 
 __all__ = [
     "WEIGHTS_FORMAT",
@@ -282,26 +283,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-@contextlib.contextmanager
-def _threads(num_threads: int | None) -> Iterator[None]:
-    if num_threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch inside, restore the caller's global RNG state afterwards."""
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def _pk_batches(codes: np.ndarray, per_family: int, batch_size: int,
