@@ -21,9 +21,9 @@ def register_index_command(name: str, help: str, add_args: Callable[[argparse.Ar
 
 
 def _open_index(args: argparse.Namespace) -> Any:
-    from nar_plugin.api import open_index as _index
+    from nar_plugin.api import open_index
 
-    return _index(getattr(args, "index", None))
+    return open_index(getattr(args, "index", None))
 
 
 # ------------------------------------------------------------------ nar index add

@@ -18,8 +18,8 @@ __all__ = ["graph_from_onnx", "load_onnx"]
 
 _FOLD = {
     "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast",
-    "CastLike", "Expand", "Slice", "Split", "Gather_shape", "Tile", "SplitToSequence",
-    "SequenceAt", "Optional", "OptionalGetElement", "Trilu_fold",
+    "CastLike", "Expand", "Slice", "Split", "Tile", "SplitToSequence",
+    "SequenceAt", "Optional", "OptionalGetElement",
 }
 _CONST = {
     "Shape", "Size", "Constant", "ConstantOfShape", "Range", "EyeLike", "RandomNormalLike",

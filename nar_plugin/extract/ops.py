@@ -163,7 +163,7 @@ def _as_int_list(v: Any) -> list[int]:
     return []
 
 
-def _kernel_stride(weight_shape: tuple[int, ...] | None, stride: Any, spatial: int | None = None) -> tuple[int, int]:
+def _kernel_stride(weight_shape: tuple[int, ...] | None, stride: Any) -> tuple[int, int]:
     k = max(weight_shape[2:]) if weight_shape and len(weight_shape) > 2 else 0
     s = max(_as_int_list(stride) or [1])
     return k, s

@@ -31,7 +31,8 @@ from nar_plugin.graph import NO_ATTRS, ArchGraph, GraphBuilder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["graph_from_module", "infer_example_inputs", "trace_fx", "trace_export", "is_meta_module"]
+__all__ = ["graph_from_module", "infer_example_inputs", "trace_fx", "trace_export", "is_meta_module",
+           "leaf_table", "meta_copy"]
 
 
 # ------------------------------------------------------------------ leaf modules
@@ -376,8 +377,6 @@ def _fx_to_graph(gm: Any, metadata: dict[str, Any]) -> ArchGraph:
             target = node.target
             raw = target if isinstance(target, str) else getattr(target, "__name__", str(target))
             name = base_name(raw)
-            if name == "scaled_dot_product_attention" or name == "multi_head_attention_forward":
-                pass
             names = POSITIONAL.get(CANON.get(name, ""), ())
             named: dict[str, Any] = {}
             for i, a in enumerate(node.args):
@@ -385,8 +384,6 @@ def _fx_to_graph(gm: Any, metadata: dict[str, Any]) -> ArchGraph:
                 named[key] = conv(a)
             for k, v in node.kwargs.items():
                 named[k] = conv(v)
-            if name == "embedding" and "input" in named and "weight" in named:
-                pass  # F.embedding(input, weight): names already match
             env[node.name] = lower_op(b, name, named, shape)
         elif node.op == "output":
             vals: list[Value] = []
@@ -515,5 +512,3 @@ def graph_from_module(module: Any, example_inputs: Any = None, tracer: str = "au
     finally:
         module.train(was_training)
 
-
-__all__ += ["leaf_table", "NO_ATTRS"]

@@ -384,12 +384,12 @@ def index_repos(repo_ids: Iterable[str], workers: int = 4, progress: bool | Call
     """
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    from nar_plugin.api import open_index as _index, index_graph
+    from nar_plugin.api import open_index, index_graph
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, found {workers}")
     specs = [s.strip() for s in repo_ids if s and s.strip()]
-    idx = _index(index)
+    idx = open_index(index)
     indexed: dict[str, str] = {}
     failed: list[RepoFailure] = []
     t0 = time.perf_counter()
@@ -451,13 +451,13 @@ def relation_vs_base_model(match: Any, query: str | None = None, index: Any = No
         ``"differs: ..."`` when a card links them but the architectures are only related or
         unrelated; ``"no base_model link"`` otherwise.
     """
-    from nar_plugin.api import open_index as _index
+    from nar_plugin.api import open_index
 
     q_repo = parse_repo_spec(query)[0] if query else None
     m_repo = match.metadata.get("repo_id")
     q_base: list[str] = []
     if query and query.startswith("hf:"):
-        entry = _index(index).get(query)
+        entry = open_index(index).get(query)
         q_base = _as_list(entry.metadata.get("base_model")) if entry is not None else []
     close = match.relation in ("identical", "near-duplicate")
     if m_repo and m_repo in q_base:

@@ -70,13 +70,15 @@ def _model_id(source: str, model_id: str | None) -> str | None:
     return model_id or _model_id_from_source(source)
 
 
-def before_create(client: Any, name: str, source: str, model_id: str | None, policy: str) -> DedupPlan | None:
-    """Look the new version's architecture up among registered versions.
+def before_create(client: Any, name: str, source: str, model_id: str | None, policy: str,
+                  exclude_key: str | None = None) -> DedupPlan | None:
+    """Look the new version's architecture up among registered versions (``exclude_key``: a
+    version that already exists and must not match itself, as in the webhook receiver).
 
     Raises:
         DuplicateModelError: ``policy == "block"`` and a duplicate exists.
     """
-    from nar_plugin.api import open_index as _index
+    from nar_plugin.api import open_index
     from nar_plugin.codec import decode_embedding
     from nar_plugin.integrations.mlflow import NAR_TAGS, TAG_EMBEDDING, TAG_GRAPH_HASH
     from nar_plugin.integrations.mlflow_sync import TrackingUnavailableError, sync_from_tracking
@@ -91,12 +93,12 @@ def before_create(client: Any, name: str, source: str, model_id: str | None, pol
         logger.info("nar-plugin: model %s has no nar.embedding (status %s); no duplicate check", mid, tags.get("nar.status"))
         return None
     vector = decode_embedding(tags[TAG_EMBEDDING])
-    idx = _index()
+    idx = open_index()
     try:
         sync_from_tracking(index=idx, client=client)
     except TrackingUnavailableError as e:
         logger.warning("%s; checking duplicates against the local index only", e)
-    dups = find_version_duplicates(vector, tags.get(TAG_GRAPH_HASH), idx, prefer_name=name)
+    dups = find_version_duplicates(vector, tags.get(TAG_GRAPH_HASH), idx, exclude_key=exclude_key, prefer_name=name)
     plan = DedupPlan(mid, tags, vector, metadata={"model_id": mid, "run_id": lm.source_run_id,
                                                   "experiment_id": lm.experiment_id})
     if dups:
@@ -119,7 +121,7 @@ def tag_version(client: Any, name: str, version: str, tags: dict[str, str]) -> N
 
 def after_create(client: Any, mv: Any, plan: DedupPlan | None, policy: str) -> None:
     """Copy the ``nar.*`` tags to the new version, mark duplicates, index the version."""
-    from nar_plugin.api import open_index as _index
+    from nar_plugin.api import open_index
     from nar_plugin.integrations.mlflow import TAG_DUPLICATE_OF, TAG_DUPLICATE_SCORE, TAG_GRAPH_HASH
     from nar_plugin.integrations.mlflow_sync import _uri_of, version_metadata
 
@@ -136,10 +138,10 @@ def after_create(client: Any, mv: Any, plan: DedupPlan | None, policy: str) -> N
         logger.warning(msg)
         warnings.warn(msg, DuplicateModelWarning, stacklevel=4)
     meta = {**version_metadata(mv, _uri_of(client)), **plan.metadata}
-    model_entry = _index().get(f"mlflow:model:{plan.model_id}")
+    model_entry = open_index().get(f"mlflow:model:{plan.model_id}")
     if model_entry is not None and "description" in model_entry.metadata:
         meta["description"] = model_entry.metadata["description"]
-    _index().upsert(f"mlflow:version:{mv.name}/{mv.version}", plan.vector, source_kind="mlflow",
+    open_index().upsert(f"mlflow:version:{mv.name}/{mv.version}", plan.vector, source_kind="mlflow",
                     graph_hash=tags.get(TAG_GRAPH_HASH), uri=meta["uri"], metadata=meta)
 
 
@@ -161,10 +163,10 @@ def dedup_report(index: Any = None, tracking_uri: str | None = None, sync: bool 
     """
     import numpy as np
 
-    from nar_plugin.api import open_index as _index, load_thresholds
+    from nar_plugin.api import open_index, load_thresholds
     from nar_plugin.integrations.mlflow_sync import sync_from_tracking
 
-    idx = _index(index)
+    idx = open_index(index)
     if sync:
         sync_from_tracking(tracking_uri=tracking_uri, index=idx)
     entries = [e for e in idx.entries() if e.key.startswith("mlflow:version:")]

@@ -121,12 +121,12 @@ def sync_from_tracking(tracking_uri: str | None = None, index: Any = None, full:
     Raises:
         TrackingUnavailableError: the server did not answer.
     """
-    from nar_plugin.api import open_index as _index
+    from nar_plugin.api import open_index
     from nar_plugin.embed import encoder_version
     from nar_plugin.integrations.mlflow import model_metadata
 
     client = client or _client(tracking_uri)
-    idx = _index(index)
+    idx = open_index(index)
     uri = _uri_of(client)
     encoder = encoder_version()
     state = _load_state(idx)

@@ -98,35 +98,18 @@ def handle_version_created(name: str, version: str, source: str, tracking_uri: s
     from mlflow import MlflowClient
 
     from nar_plugin.integrations.mlflow_registry import after_create, before_create
-    from nar_plugin.integrations.mlflow_sync import embedding_for_model
+    from nar_plugin.integrations.mlflow_sync import _model_id_from_source, embedding_for_model
 
     client = MlflowClient(tracking_uri=tracking_uri) if tracking_uri else MlflowClient()
     mv = client.get_model_version(name, version)
-    from nar_plugin.integrations.mlflow_sync import _model_id_from_source
-
     model_id = getattr(mv, "model_id", None) or _model_id_from_source(source or mv.source)
     if model_id:
         embedding_for_model(client, model_id)  # back-fills tags of models logged without the plugin
-    plan = before_create(client, name, source, model_id, policy="tag")
-    if plan is not None and plan.duplicate_of == f"{name}/{version}":
-        plan.duplicate_of = None
-    if plan is not None:
-        from nar_plugin.integrations.mlflow_registry import find_version_duplicates
-
-        dups = [d for d in find_version_duplicates(plan.vector, plan.tags.get("nar.graph_hash"), _own_index(),
-                                                   exclude_key=f"mlflow:version:{name}/{version}", prefer_name=name)]
-        if dups:
-            key, score, rel = dups[0]
-            plan.duplicate_of, plan.score, plan.relation = key.removeprefix("mlflow:version:"), score, rel
+    plan = before_create(client, name, source, model_id, policy="tag",
+                         exclude_key=f"mlflow:version:{name}/{version}")
     after_create(client, mv, plan, policy="tag")
     return {"name": name, "version": version, "tagged": plan is not None,
             "duplicate_of": plan.duplicate_of if plan else None}
-
-
-def _own_index() -> Any:
-    from nar_plugin.api import open_index as _index
-
-    return _index()
 
 
 def make_app(secret: str, handler: Callable[[str, str, str], Any] | None = None, max_age: int | None = None) -> Any:
