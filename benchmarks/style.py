@@ -1,43 +1,69 @@
-"""Style generalisation: MAP@10 of NAR vs the op-histogram baseline on hand-written models.
+"""Style generalisation: MAP@10 of NAR vs the op-histogram and WL baselines on hand-written models.
 
-12 models (tests/fixtures/style_models.py): 4 families x 3 coding styles, none in the corpus.
+Two fixtures, none of whose models is in the corpus (tests/fixtures/):
 
-    .venv/bin/python benchmarks/style.py
+* ``style_models``: 12 models, 4 families with different op sets (MLP, plain CNN, ResNet,
+  transformer) x 3 coding styles;
+* ``wiring_models``: 18 models, 6 families that share their ops and differ in wiring
+  (post-norm / pre-norm / parallel transformer blocks, ResNet v1 / v2, DenseNet-style) x 3
+  coding styles, with different depths and widths.
+
+    .venv/bin/python benchmarks/style.py [--weights DIR]
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 
-def main() -> dict[str, float]:
+def fixture_graphs(which: str) -> tuple[list, list[str]]:
+    """(graphs, families) of the ``style`` or ``wiring`` fixture."""
+    from fixtures.style_models import STYLE_MODELS, example
+    from fixtures.wiring_models import WIRING_MODELS
+
+    from nar_plugin.extract import extract_graph
+
+    models = STYLE_MODELS if which == "style" else WIRING_MODELS
+    graphs = [extract_graph(build(), (example(shape, dtype),)) for _, _, build, shape, dtype in models]
+    return graphs, [fam for _, fam, *_ in models]
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     import torch
 
     from nar_plugin.baselines import histogram_embed, wl_embed
-    from nar_plugin.embed import embed_many
+    from nar_plugin.embed import embed_many, load_encoder
     from nar_plugin.evaluate import retrieval_metrics
-    from nar_plugin.extract import extract_graph
-    from tests.fixtures.style_models import STYLE_MODELS, example
 
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", help="encoder weights directory (default: the shipped weights)")
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    graphs, fams = [], []
-    for name, fam, build, shape, dtype in STYLE_MODELS:
-        graphs.append(extract_graph(build(), (example(shape, dtype),)))
-        fams.append(fam)
-    res = {
-        "NAR": retrieval_metrics(embed_many(graphs), fams, ks=(10,))["MAP@10"],
-        "op histogram": retrieval_metrics(histogram_embed(graphs), fams, ks=(10,))["MAP@10"],
-        "WL subtree": retrieval_metrics(wl_embed(graphs), fams, ks=(10,))["MAP@10"],
-    }
-    print("| method | MAP@10 (12 hand-written models, 4 families x 3 styles) |")
-    print("|---|---|")
-    for k, v in res.items():
-        print(f"| {k} | {v:.3f} |")
-    print(f"\nNAR - histogram: {res['NAR'] - res['op histogram']:+.3f} (target >= +0.25)")
-    return res
+    enc = load_encoder(args.weights) if args.weights else None
+    out: dict[str, dict[str, float]] = {}
+    for which, title in (("style", "12 models, 4 families with distinct op sets x 3 styles"),
+                         ("wiring", "18 models, 6 families sharing ops, differing in wiring x 3 styles")):
+        graphs, fams = fixture_graphs(which)
+        kw = {"encoder": enc} if enc is not None else {}
+        res = {
+            "NAR": retrieval_metrics(embed_many(graphs, **kw), fams, ks=(10,))["MAP@10"],
+            "op histogram": retrieval_metrics(histogram_embed(graphs), fams, ks=(10,))["MAP@10"],
+            "WL subtree": retrieval_metrics(wl_embed(graphs), fams, ks=(10,))["MAP@10"],
+        }
+        print(f"\n### fixture `{which}_models` ({title})\n")
+        print("| method | MAP@10 |")
+        print("|---|---:|")
+        for k, v in res.items():
+            print(f"| {k} | {v:.3f} |")
+        print(f"\nNAR - histogram: {res['NAR'] - res['op histogram']:+.3f} (target >= +0.25)")
+        out[which] = res
+    return out
 
 
 if __name__ == "__main__":

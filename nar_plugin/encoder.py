@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.nn import GCNConv
+from torch_geometric.nn import GATConv, GCNConv, GINConv
 from torch_geometric.utils import scatter
 
 from nar_plugin.graph import OPS, VOCAB_VERSION, ArchGraph
@@ -58,6 +58,10 @@ __all__ = [
 #: (kernel, stride, groups, width_in bucket, width_out bucket); larger values are clipped.
 ATTR_BINS: tuple[int, ...] = (16, 8, 3, 32, 32)
 
+#: Message-passing layers :class:`EncoderConfig` accepts.
+CONVS: tuple[str, ...] = ("gcn", "gin", "gat")
+_GAT_HEADS = 4
+
 
 @dataclass(frozen=True)
 class EncoderConfig:
@@ -69,7 +73,13 @@ class EncoderConfig:
         motif_layers: message-passing layers of Fs.
         context_layers: message-passing layers of Fc.
         macro_layers: message-passing layers of Fm.
-        conv: ``"gcn"`` (GCNConv, as in the paper; the only choice so far).
+        conv: message-passing layer of every stage: ``"gcn"`` (GCNConv with symmetric
+            normalisation, as in the paper) or ``"gin"`` (GINConv: sum aggregation and an MLP,
+            as expressive as the WL test, so two wirings of the same ops stay apart) or
+            ``"gat"`` (GATConv, 4 heads: attention over neighbours; ``hidden`` divisible by 4).
+        node_layers: message-passing layers over the *whole* graph before Fs (0 = the paper's
+            design, where a node sees only its own motif instance). With them, a motif
+            instance's embedding knows how it is wired to its neighbours.
         num_classes: size of the family classification head (0 = none).
         steps: WL steps of motif sampling (part of the config: embeddings depend on it).
         min_count: ``min_count`` of motif sampling.
@@ -86,18 +96,23 @@ class EncoderConfig:
     motif_layers: int = 2
     context_layers: int = 2
     macro_layers: int = 2
-    conv: str = "gcn"
+    conv: str = "gin"
+    node_layers: int = 4
     num_classes: int = 0
     steps: int = 2
     min_count: int = 2
     max_size: int = 32
     context_hops: int = 1
     size_weighted: bool = True
-    node_readout: bool = False
+    node_readout: bool = True
 
     def __post_init__(self) -> None:
-        if self.conv != "gcn":
-            raise ValueError(f"conv must be 'gcn' (the only layer implemented), found {self.conv!r}")
+        if self.conv not in CONVS:
+            raise ValueError(f"conv must be one of {CONVS}, found {self.conv!r}")
+        if self.conv == "gat" and self.hidden % _GAT_HEADS:
+            raise ValueError(f"conv 'gat' needs hidden divisible by {_GAT_HEADS}, found {self.hidden}")
+        if self.node_layers < 0:
+            raise ValueError(f"node_layers must be >= 0, found {self.node_layers}")
         for name in ("hidden", "out_dim", "motif_layers", "macro_layers", "max_size", "min_count"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, found {getattr(self, name)}")
@@ -138,6 +153,7 @@ class PreparedGraph:
     Attributes:
         x: ``[N, 6]`` node features (op index, clipped attributes).
         edge_index: ``[2, E_in]`` data-flow edges inside motif instances (node ids).
+        graph_edge_index: ``[2, E]`` all data-flow edges (for ``node_layers``).
         node_to_instance: ``[N]`` instance id of each node.
         num_instances: ``M``.
         macro_edge_index: ``[2, E_macro]`` macro-graph edges (instance ids).
@@ -156,6 +172,7 @@ class PreparedGraph:
     num_instances: int
     macro_edge_index: torch.Tensor
     type_ids: torch.Tensor
+    graph_edge_index: torch.Tensor = field(default_factory=lambda: torch.zeros((2, 0), dtype=torch.long))
     ctx_instance: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     ctx_nodes: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     ctx_owner: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
@@ -196,12 +213,17 @@ def prepare(
             patterns), at most ``contexts`` of them.
         context_hops: radius of the context graphs.
         seed: seed of the local generator that picks the context instances.
-        motifs: an already sampled :class:`MotifGraph` of ``graph`` (skips sampling).
+        motifs: an already sampled :class:`MotifGraph` of ``graph`` (skips sampling and the
+            canonical renumbering: the caller's node order is kept).
 
     Returns:
         A :class:`PreparedGraph`. Cost: one :func:`sample_motifs` call plus ``O(N + E)``
         tensor building; contexts add ``O(contexts * context size)``.
     """
+    if motifs is None:
+        # motif sampling breaks ties by node index: renumber first, so that two traces of one
+        # model (branches listed in another order) get the same motifs and the same embedding
+        graph = graph.canonical_order()
     mg = motifs if motifs is not None else sample_motifs(graph, steps=steps, min_count=min_count, max_size=max_size)
     n = graph.num_nodes
     feats = np.asarray(graph.feature_matrix(), dtype=np.int64).reshape(n, 6)
@@ -218,6 +240,7 @@ def prepare(
         num_instances=mg.num_instances,
         macro_edge_index=_edge_tensor(mg.macro_edges),
         type_ids=type_ids,
+        graph_edge_index=_edge_tensor(edges),
     )
     if contexts > 0 and mg.num_instances > 1:
         _add_contexts(prep, mg, contexts, context_hops, np.random.default_rng(seed))
@@ -275,32 +298,41 @@ class PreparedBatch:
     type_ids: torch.Tensor
     instance_to_graph: torch.Tensor
     num_graphs: int
+    graph_edge_index: torch.Tensor
     ctx_instance: torch.Tensor
     ctx_nodes: torch.Tensor
     ctx_owner: torch.Tensor
     ctx_edge_index: torch.Tensor
     ctx_ring: torch.Tensor
 
-    _adj: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
+    _adj: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     @property
     def num_contexts(self) -> int:
         return int(self.ctx_instance.numel())
 
-    def adjacency(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised (forward, backward) CSR adjacency of ``"motif"``, ``"context"`` or
-        ``"macro"`` edges, built on first use and cached on the batch."""
-        hit = self._adj.get(which)
+    def adjacency(self, which: str, conv: str = "gcn") -> tuple[torch.Tensor, torch.Tensor]:
+        """(forward, backward) CSR adjacency of ``"motif"``, ``"graph"``, ``"context"`` or
+        ``"macro"`` edges for layer type ``conv`` (GCN-normalised with self loops for
+        ``"gcn"``, plain 0/1 for ``"gin"``; ``[2, E]`` edge lists for ``"gat"``), built on
+        first use and cached on the batch."""
+        hit = self._adj.get((which, conv))
         if hit is None:
             if which == "motif":
-                hit = _direction_adj(self.edge_index, int(self.x.shape[0]))
+                edges, n = self.edge_index, int(self.x.shape[0])
+            elif which == "graph":
+                edges, n = self.graph_edge_index, int(self.x.shape[0])
             elif which == "context":
-                hit = _direction_adj(self.ctx_edge_index, int(self.ctx_nodes.numel()))
+                edges, n = self.ctx_edge_index, int(self.ctx_nodes.numel())
             elif which == "macro":
-                hit = _direction_adj(self.macro_edge_index, self.num_instances)
+                edges, n = self.macro_edge_index, self.num_instances
             else:
                 raise ValueError(f"unknown adjacency {which!r}")
-            self._adj[which] = hit
+            if conv == "gat":  # GATConv takes edge lists (it adds self loops itself)
+                hit = (edges, edges.flip(0))
+            else:
+                hit = _direction_adj(edges, n, normalise=conv == "gcn")
+            self._adj[(which, conv)] = hit
         return hit
 
     def to(self, device: torch.device | str) -> PreparedBatch:
@@ -319,9 +351,10 @@ def collate(graphs: Sequence[PreparedGraph]) -> PreparedBatch:
     if not graphs:
         raise ValueError("collate needs at least one prepared graph")
     node_off = inst_off = ctx_off = cnode_off = 0
-    ei, n2i, mei, i2g, cinst, cnodes, cowner, cei = [], [], [], [], [], [], [], []
+    ei, gei, n2i, mei, i2g, cinst, cnodes, cowner, cei = [], [], [], [], [], [], [], [], []
     for gi, p in enumerate(graphs):
         ei.append(p.edge_index + node_off)
+        gei.append(p.graph_edge_index + node_off)
         n2i.append(p.node_to_instance + inst_off)
         mei.append(p.macro_edge_index + inst_off)
         i2g.append(torch.full((p.num_instances,), gi, dtype=torch.long))
@@ -344,6 +377,7 @@ def collate(graphs: Sequence[PreparedGraph]) -> PreparedBatch:
         type_ids=torch.cat([p.type_ids for p in graphs]),
         instance_to_graph=torch.cat(i2g),
         num_graphs=len(graphs),
+        graph_edge_index=torch.cat(gei, dim=1),
         ctx_instance=torch.cat(cinst) if cinst else empty,
         ctx_nodes=torch.cat(cnodes) if cnodes else empty,
         ctx_owner=torch.cat(cowner) if cowner else empty,
@@ -354,22 +388,28 @@ def collate(graphs: Sequence[PreparedGraph]) -> PreparedBatch:
 
 
 # ===================================================================== layers
-def _direction_adj(edge_index: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """GCN-normalised adjacencies (self loops added) along and against data flow, as CSR.
+def _direction_adj(edge_index: torch.Tensor, num_nodes: int,
+                   normalise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adjacencies along and against data flow, as CSR ``[dst, src]`` (PyG's ``adj_t``).
 
-    ``fwd[dst, src] = d(dst)^-1/2 d(src)^-1/2`` with ``d`` the in-degree + 1 (PyG's
-    ``gcn_norm`` for messages ``src -> dst``); ``bwd`` is the same for the reversed edges. Built
-    once per batch so that the layers only run sparse-dense products (single-threaded CSR spmm
-    is about 3x faster than edge-list scatter on CPU, and deterministic).
+    With ``normalise`` (GCN): self loops added and ``fwd[dst, src] = d(dst)^-1/2 d(src)^-1/2``
+    with ``d`` the in-degree + 1 (PyG's ``gcn_norm`` for messages ``src -> dst``). Without (GIN):
+    plain 0/1 entries, no self loops (the layer adds ``(1 + eps) x`` itself). ``bwd`` is the
+    same for the reversed edges. Built once per batch so that the layers only run sparse-dense
+    products (single-threaded CSR spmm is about 3x faster than edge-list scatter on CPU, and
+    deterministic).
     """
     loops = torch.arange(num_nodes, dtype=torch.long, device=edge_index.device)
 
     def one(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-        src = torch.cat([src, loops])
-        dst = torch.cat([dst, loops])
-        deg = torch.bincount(dst, minlength=num_nodes).to(torch.float32)
-        inv = deg.pow(-0.5)
-        w = inv[src] * inv[dst]
+        if normalise:
+            src = torch.cat([src, loops])
+            dst = torch.cat([dst, loops])
+            deg = torch.bincount(dst, minlength=num_nodes).to(torch.float32)
+            inv = deg.pow(-0.5)
+            w = inv[src] * inv[dst]
+        else:
+            w = torch.ones(src.numel(), dtype=torch.float32, device=src.device)
         order = torch.argsort(dst * num_nodes + src)
         dst, src, w = dst[order], src[order], w[order]
         crow = torch.zeros(num_nodes + 1, dtype=torch.long, device=edge_index.device)
@@ -381,17 +421,29 @@ def _direction_adj(edge_index: torch.Tensor, num_nodes: int) -> tuple[torch.Tens
     return one(edge_index[0], edge_index[1]), one(edge_index[1], edge_index[0])
 
 
-class _DirLayer(nn.Module):
-    """One direction-aware message-passing layer: a GCNConv along edges + one against them.
+def _gin_mlp(hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden))
 
-    ``x' = x + relu(conv_fwd(x, A_fwd) + conv_bwd(x, A_bwd))`` with the normalised adjacencies
-    from :func:`_direction_adj` (hence ``normalize=False``).
+
+class _DirLayer(nn.Module):
+    """One direction-aware message-passing layer: a conv along edges + one against them.
+
+    ``x' = x + relu(conv_fwd(x, A_fwd) + conv_bwd(x, A_bwd))`` with the adjacencies from
+    :func:`_direction_adj` (GCNConv with ``normalize=False``: the adjacency is normalised
+    already; GINConv with a trainable ``eps`` and a 2-layer MLP; GATConv with 4 heads).
     """
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, conv: str = "gcn") -> None:
         super().__init__()
-        self.fwd = GCNConv(hidden, hidden, normalize=False)
-        self.bwd = GCNConv(hidden, hidden, normalize=False)
+        if conv == "gcn":
+            self.fwd: nn.Module = GCNConv(hidden, hidden, normalize=False)
+            self.bwd: nn.Module = GCNConv(hidden, hidden, normalize=False)
+        elif conv == "gin":
+            self.fwd = GINConv(_gin_mlp(hidden), train_eps=True)
+            self.bwd = GINConv(_gin_mlp(hidden), train_eps=True)
+        else:
+            self.fwd = GATConv(hidden, hidden // _GAT_HEADS, heads=_GAT_HEADS)
+            self.bwd = GATConv(hidden, hidden // _GAT_HEADS, heads=_GAT_HEADS)
 
     def reset_parameters(self) -> None:
         self.fwd.reset_parameters()
@@ -402,11 +454,12 @@ class _DirLayer(nn.Module):
 
 
 class _GNN(nn.Module):
-    """A stack of :class:`_DirLayer` (one shape for Fs, Fc and Fm)."""
+    """A stack of :class:`_DirLayer` (one shape for the node stage, Fs, Fc and Fm)."""
 
-    def __init__(self, hidden: int, layers: int) -> None:
+    def __init__(self, hidden: int, layers: int, conv: str = "gcn") -> None:
         super().__init__()
-        self.layers = nn.ModuleList(_DirLayer(hidden) for _ in range(layers))
+        self.conv = conv
+        self.layers = nn.ModuleList(_DirLayer(hidden, conv) for _ in range(layers))
 
     def reset_parameters(self) -> None:
         for layer in self.layers:
@@ -449,11 +502,12 @@ class NAREncoder(nn.Module):
         h = cfg.hidden
         self.op_emb = nn.Embedding(len(OPS), h)
         self.attr_emb = nn.ModuleList(nn.Embedding(bins, h) for bins in ATTR_BINS)
-        self.fs = _GNN(h, cfg.motif_layers)
+        self.fn = _GNN(h, cfg.node_layers, cfg.conv)
+        self.fs = _GNN(h, cfg.motif_layers, cfg.conv)
         self.fs_out = nn.Linear(2 * h, h)
-        self.fc = _GNN(h, cfg.context_layers)
+        self.fc = _GNN(h, cfg.context_layers, cfg.conv)
         self.fc_out = nn.Linear(2 * h, h)
-        self.fm = _GNN(h, cfg.macro_layers)
+        self.fm = _GNN(h, cfg.macro_layers, cfg.conv)
         readout = 4 * h if cfg.node_readout else 2 * h
         self.proj = nn.Sequential(nn.Linear(readout, h), nn.ReLU(), nn.Linear(h, cfg.out_dim))
         self.classifier = nn.Linear(cfg.out_dim, cfg.num_classes) if cfg.num_classes > 0 else None
@@ -463,7 +517,7 @@ class NAREncoder(nn.Module):
         self.op_emb.reset_parameters()
         for emb in self.attr_emb:
             emb.reset_parameters()
-        for module in (self.fs, self.fs_out, self.fc, self.fc_out, self.fm):
+        for module in (self.fn, self.fs, self.fs_out, self.fc, self.fc_out, self.fm):
             module.reset_parameters()
         for layer in self.proj:
             if isinstance(layer, nn.Linear):
@@ -480,9 +534,12 @@ class NAREncoder(nn.Module):
         return h
 
     def motif_node_states(self, batch: PreparedBatch, nodes: torch.Tensor | None = None) -> torch.Tensor:
-        """Fs's node states: message passing over the intra-instance edges only."""
+        """Fs's node states: ``node_layers`` of message passing over the whole graph (none by
+        default), then Fs's layers over the intra-instance edges only."""
         h = self.node_features(batch.x) if nodes is None else nodes
-        return self.fs(h, batch.adjacency("motif"))
+        if self.config.node_layers:
+            h = self.fn(h, batch.adjacency("graph", self.config.conv))
+        return self.fs(h, batch.adjacency("motif", self.config.conv))
 
     def encode_motifs(self, batch: PreparedBatch, nodes: torch.Tensor | None = None,
                       states: torch.Tensor | None = None) -> torch.Tensor:
@@ -493,7 +550,7 @@ class NAREncoder(nn.Module):
     def encode_contexts(self, batch: PreparedBatch, nodes: torch.Tensor | None = None) -> torch.Tensor:
         """Fc: message passing over context graphs, pooled over each context's neighbourhood."""
         h = self.node_features(batch.x) if nodes is None else nodes
-        h = self.fc(h[batch.ctx_nodes], batch.adjacency("context"))
+        h = self.fc(h[batch.ctx_nodes], batch.adjacency("context", self.config.conv))
         ring = batch.ctx_ring
         return self.fc_out(_mean_max(h[ring], batch.ctx_owner[ring], batch.num_contexts))
 
@@ -507,7 +564,7 @@ class NAREncoder(nn.Module):
         if states is None and (motif_emb is None or self.config.node_readout):
             states = self.motif_node_states(batch)
         m = self.encode_motifs(batch, states=states) if motif_emb is None else motif_emb
-        m = self.fm(m, batch.adjacency("macro"))
+        m = self.fm(m, batch.adjacency("macro", self.config.conv))
         g = batch.instance_to_graph
         if self.config.size_weighted:
             # mean weighted by motif size: a 30-node block counts 30x a 1-node glue segment, so
@@ -548,5 +605,6 @@ class NAREncoder(nn.Module):
     def __repr__(self) -> str:
         c = self.config
         return (f"{self.__class__.__name__}(hidden={c.hidden}, out_dim={c.out_dim}, conv={c.conv!r}, "
-                f"layers=(Fs={c.motif_layers}, Fc={c.context_layers}, Fm={c.macro_layers}), "
+                f"layers=(node={c.node_layers}, Fs={c.motif_layers}, Fc={c.context_layers}, "
+                f"Fm={c.macro_layers}), "
                 f"steps={c.steps}, max_size={c.max_size}, num_classes={c.num_classes})")

@@ -13,6 +13,7 @@ topological order.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
 from collections import Counter
@@ -269,6 +270,45 @@ class ArchGraph:
         else:
             ei = torch.zeros((2, 0), dtype=torch.long)
         return Data(x=x, edge_index=ei, num_nodes=self.num_nodes)
+
+    def canonical_order(self, steps: int = 3) -> ArchGraph:
+        """The same graph with its nodes renumbered in a canonical topological order.
+
+        Two traces of one model can list independent branches in different orders (a tracer
+        visits ``forward`` statements as written, export and ONNX have their own orders). Kahn's
+        algorithm that always takes the ready node with the smallest ``steps``-round WL label
+        gives one order for all of them, so order-sensitive steps downstream (motif sampling)
+        see the same graph. Only nodes with equal WL labels that are ready at the same time are
+        ordered by their old index; in practice those are symmetric (interchangeable) nodes.
+
+        Returns:
+            ``self`` when the order is already canonical, else a new :class:`ArchGraph` (same
+            metadata, same :attr:`graph_hash`). Cost: one :meth:`wl_labels` call + ``O(E log N)``.
+        """
+        n = self.num_nodes
+        labels = self.wl_labels(steps)[-1]
+        indeg = [len(self.predecessors(v)) for v in range(n)]
+        heap = [(labels[v], v) for v in range(n) if indeg[v] == 0]
+        heapq.heapify(heap)
+        order: list[int] = []
+        while heap:
+            _, v = heapq.heappop(heap)
+            order.append(v)
+            for w in self.successors(v):
+                indeg[w] -= 1
+                if indeg[w] == 0:
+                    heapq.heappush(heap, (labels[w], w))
+        if order == list(range(n)):
+            return self
+        pos = [0] * n
+        for i, v in enumerate(order):
+            pos[v] = i
+        edges = sorted((pos[s], pos[d]) for s, d in self.edges)
+        out = ArchGraph([self.ops[v] for v in order], [self.attrs[v] for v in order], edges,
+                        metadata=dict(self.metadata))
+        if getattr(self, "_hash", None) is not None:
+            out._hash = self._hash
+        return out
 
     def subgraph(self, nodes: Sequence[int]) -> ArchGraph:
         """The induced subgraph on ``nodes`` (kept in their topological order)."""

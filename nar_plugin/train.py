@@ -83,7 +83,9 @@ class TrainConfig:
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         steps, max_size, min_count: motif sampling (stored in the encoder config).
         hidden: encoder width.
-        motif_layers, macro_layers: message-passing layers of Fs and Fm.
+        motif_layers, macro_layers, node_layers: message-passing layers of Fs, Fm and the
+            whole-graph node stage (see :class:`EncoderConfig`).
+        conv: ``"gcn"`` or ``"gin"`` (see :class:`EncoderConfig`).
         size_weighted: motif-size-weighted readout (see :class:`EncoderConfig`).
         node_readout: add pooled Fs node states to the readout (see :class:`EncoderConfig`).
         motif_loss, graph_loss, ce_loss: ablation switches of the three losses. The
@@ -106,7 +108,7 @@ class TrainConfig:
         sources: corpus sources to load (``None``: all).
     """
 
-    epochs: int = 40
+    epochs: int = 30
     seed: int = 0
     device: str = "auto"
     steps: int = 2
@@ -115,8 +117,10 @@ class TrainConfig:
     hidden: int = 64
     motif_layers: int = 2
     macro_layers: int = 2
+    node_layers: int = 4
+    conv: str = "gin"
     size_weighted: bool = True
-    node_readout: bool = False
+    node_readout: bool = True
     motif_loss: bool = True
     graph_loss: bool = True
     ce_loss: bool = False
@@ -125,7 +129,7 @@ class TrainConfig:
     test_frac: float = 0.2
     max_nodes: int = 3000
     max_per_family: int = 40
-    batch_size: int = 32
+    batch_size: int = 128
     per_family: int = 4
     contexts_per_graph: int = 16
     lr: float = 2e-3
@@ -150,7 +154,8 @@ class TrainConfig:
         return EncoderConfig(hidden=self.hidden, steps=self.steps, max_size=self.max_size,
                              min_count=self.min_count, num_classes=num_classes,
                              size_weighted=self.size_weighted, node_readout=self.node_readout,
-                             motif_layers=self.motif_layers, macro_layers=self.macro_layers)
+                             motif_layers=self.motif_layers, macro_layers=self.macro_layers,
+                             node_layers=self.node_layers, conv=self.conv)
 
 
 @dataclass
@@ -396,7 +401,7 @@ def _hardware() -> str:
 def train(
     corpus_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
     out_dir: str | os.PathLike[str],
-    epochs: int = 40,
+    epochs: int = 30,
     seed: int = 0,
     device: str = "auto",
     steps: int = 2,
@@ -601,7 +606,7 @@ class _Quiet(_NoBar):
 
 
 def train_command(corpus: str | os.PathLike[str] | None, out: str | os.PathLike[str],
-                  epochs: int = 40, seed: int = 0, device: str = "auto", **options: Any) -> TrainResult:
+                  epochs: int = 30, seed: int = 0, device: str = "auto", **options: Any) -> TrainResult:
     """Entry point for ``nar train``: train with the shipped defaults and record the command.
 
     Args:

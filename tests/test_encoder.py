@@ -49,6 +49,19 @@ def transformer_like(layers: int, d: int = 256) -> ArchGraph:
     return b.build({"name": f"transformer_like{layers}"})
 
 
+def branchy(blocks: int = 3) -> ArchGraph:
+    """Inception-like: three different parallel branches per block, concatenated."""
+    b = GraphBuilder()
+    x = _conv(b, b.add_input(), 3, 32)
+    for _ in range(blocks):
+        p1 = b.add("relu", [_conv(b, x, 32, 16, k=1)])
+        p2 = b.add("relu", [b.add("batch_norm", [_conv(b, x, 32, 8, k=5)])])
+        p3 = b.add("max_pool", [x], NodeAttrs(kernel=3))
+        x = b.add("cat", [p1, p2, p3])
+    b.add_output([x])
+    return b.build({"name": f"branchy{blocks}"})
+
+
 def single_node() -> ArchGraph:
     return ArchGraph(["input"], [NodeAttrs()], [])
 
@@ -94,7 +107,52 @@ def test_training_outputs_shapes() -> None:
     loss = motif_info_nce(out["motif"], out["context"], type_ids=out["motif_type"])
     loss.backward()
     assert torch.isfinite(loss)
-    assert enc.fs.layers[0].fwd.lin.weight.grad is not None
+    assert all(p.grad is not None for p in enc.fs.parameters())
+    assert all(p.grad is not None for p in enc.fn.parameters())
+
+
+@pytest.mark.parametrize("conv", ["gcn", "gin", "gat"])
+@pytest.mark.parametrize("node_layers", [0, 2])
+def test_every_layer_type_is_batch_and_node_order_invariant(conv: str, node_layers: int) -> None:
+    graphs = [resnet_like(3), branchy(), resnet_like(4, act="gelu")]
+    torch.manual_seed(0)
+    enc = NAREncoder(hidden=16, conv=conv, node_layers=node_layers, node_readout=node_layers > 0).eval()
+    # same graph, nodes in another topological order (what another tracer would give)
+    shuffled = [augment_graph(g, np.random.default_rng(i), p_drop=0, p_dup=0, jitter=6.0)
+                for i, g in enumerate(graphs)]
+    assert any(s.ops != g.ops for s, g in zip(shuffled, graphs))
+    with torch.no_grad():
+        emb = enc(collate([prepare(g) for g in graphs]))
+        singles = torch.cat([enc(collate([prepare(g)])) for g in graphs])
+        again = enc(collate([prepare(g) for g in shuffled]))
+    assert torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(emb, singles, atol=1e-5)
+    assert torch.allclose(emb, again, atol=1e-4)
+    assert not torch.allclose(emb[0], emb[2], atol=1e-3)  # relu vs gelu blocks differ
+
+
+def test_node_stage_sees_wiring_across_motifs() -> None:
+    """Two graphs with the same motifs and op counts but another wiring between them get
+    different embeddings only when messages cross motif boundaries or the macro graph differs."""
+    def chain(skip_from_start: bool) -> ArchGraph:
+        b = GraphBuilder()
+        x0 = _conv(b, b.add_input(), 3, 64)
+        x = x0
+        outs = []
+        for _ in range(4):
+            x = b.add("relu", [b.add("batch_norm", [_conv(b, x, 64, 64)])])
+            outs.append(x)
+        y = b.add("add", [x0 if skip_from_start else outs[1], x])
+        b.add_output([y])
+        return b.build()
+
+    a, c = chain(True), chain(False)
+    assert a.op_histogram() == c.op_histogram() and a.graph_hash != c.graph_hash
+    torch.manual_seed(0)
+    enc = NAREncoder(hidden=16, conv="gin", node_layers=2, node_readout=True).eval()
+    with torch.no_grad():
+        ea, ec = enc(collate([prepare(a)])), enc(collate([prepare(c)]))
+    assert not torch.allclose(ea, ec, atol=1e-4)
 
 
 def test_repr_reset_and_config() -> None:
