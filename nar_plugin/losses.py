@@ -8,7 +8,9 @@
   from :mod:`nar_plugin.baselines`, where the GNN baselines use the same function).
 * :func:`augment_graph` -- a cheap "coding style" perturbation of an ArchGraph: drop or
   duplicate activation nodes and swap the order of nearby independent nodes. Two views of one
-  architecture are positives in the graph-level loss.
+  architecture are positives in the graph-level loss. (The encoder itself no longer sees the
+  re-ordering: :func:`~nar_plugin.encoder.prepare` renumbers nodes canonically, which makes
+  node-order invariance exact instead of learned.)
 """
 
 from __future__ import annotations
