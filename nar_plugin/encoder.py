@@ -458,7 +458,6 @@ class _GNN(nn.Module):
 
     def __init__(self, hidden: int, layers: int, conv: str = "gcn") -> None:
         super().__init__()
-        self.conv = conv
         self.layers = nn.ModuleList(_DirLayer(hidden, conv) for _ in range(layers))
 
     def reset_parameters(self) -> None:

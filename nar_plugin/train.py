@@ -111,16 +111,17 @@ class TrainConfig:
     epochs: int = 30
     seed: int = 0
     device: str = "auto"
-    steps: int = 2
-    max_size: int = 32
-    min_count: int = 2
-    hidden: int = 64
-    motif_layers: int = 2
-    macro_layers: int = 2
-    node_layers: int = 4
-    conv: str = "gin"
-    size_weighted: bool = True
-    node_readout: bool = True
+    # the encoder architecture: defaults come from EncoderConfig (one place to change them)
+    steps: int = EncoderConfig.steps
+    max_size: int = EncoderConfig.max_size
+    min_count: int = EncoderConfig.min_count
+    hidden: int = EncoderConfig.hidden
+    motif_layers: int = EncoderConfig.motif_layers
+    macro_layers: int = EncoderConfig.macro_layers
+    node_layers: int = EncoderConfig.node_layers
+    conv: str = EncoderConfig.conv
+    size_weighted: bool = EncoderConfig.size_weighted
+    node_readout: bool = EncoderConfig.node_readout
     motif_loss: bool = True
     graph_loss: bool = True
     ce_loss: bool = False
