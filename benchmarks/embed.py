@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from nar_plugin.embed import embed_graph, embed_many, load_encoder  # noqa: E402
-from nar_plugin.encoder import collate, prepare  # noqa: E402
+from nar_plugin.model.inference import embed_graph, embed_many, load_encoder  # noqa: E402
+from nar_plugin.model.encoder import collate, prepare  # noqa: E402
 from nar_plugin.extract import extract_graph  # noqa: E402
 
 

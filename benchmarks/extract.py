@@ -29,7 +29,7 @@ def _build(name: str):  # noqa: ANN202
         return build_meta_timm(name), None
     import transformers as tf
 
-    from nar_plugin.extract.hf import build_meta_model, dummy_inputs
+    from nar_plugin.extract.transformers import build_meta_model, dummy_inputs
 
     cfg = tf.BertConfig() if name == "bert-base" else tf.LlamaConfig(
         hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,

@@ -79,7 +79,7 @@ def main() -> None:
         repos = build_cache(cache, a.repos)
         import torch
 
-        from nar_plugin.embed import load_encoder
+        from nar_plugin.model.inference import load_encoder
         from nar_plugin.hf import index_repos
 
         load_encoder()  # one-off cost, not per repo

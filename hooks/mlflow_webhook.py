@@ -17,7 +17,7 @@ def main() -> None:
     import uvicorn
 
     from nar_plugin.config import NAR_WEBHOOK_SECRET
-    from nar_plugin.integrations.mlflow_webhook import make_app
+    from nar_plugin.integrations.mlflow.webhook import make_app
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")

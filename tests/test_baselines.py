@@ -1,4 +1,4 @@
-"""Tests for nar_plugin.baselines on a tiny synthetic corpus built with GraphBuilder."""
+"""Tests for nar_plugin.evaluation.baselines on a tiny synthetic corpus built with GraphBuilder."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nar_plugin.baselines import (
+from nar_plugin.evaluation.baselines import (
     BASELINES,
     GNNBaseline,
     gnn_embed,
@@ -18,9 +18,9 @@ from nar_plugin.baselines import (
     train_gnn_baseline,
     wl_embed,
 )
-from nar_plugin.evaluate import format_table, retrieval_metrics
+from nar_plugin.evaluation.metrics import format_table, retrieval_metrics
 from nar_plugin.graph import OPS, ArchGraph, GraphBuilder, NodeAttrs
-from nar_plugin.splits import split_by_model
+from nar_plugin.evaluation.splits import split_by_model
 
 
 def _chain(rng: np.random.Generator) -> ArchGraph:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nar_plugin.cli import main
+from nar_plugin.cli.main import main
 
 
 def test_graph_json(capsys: pytest.CaptureFixture[str]) -> None:

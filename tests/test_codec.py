@@ -1,4 +1,4 @@
-"""Tests of nar_plugin.codec: versioned float16/base64 text form of embeddings."""
+"""Tests of nar_plugin.index.codec: versioned float16/base64 text form of embeddings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import base64
 import numpy as np
 import pytest
 
-from nar_plugin.codec import EMBEDDING_DIM, decode_embedding, encode_embedding
+from nar_plugin.index.codec import EMBEDDING_DIM, decode_embedding, encode_embedding
 from nar_plugin.errors import EmbeddingCodecError, NarError
 
 

@@ -1,4 +1,4 @@
-"""Tests for nar_plugin.embed: shipped weights, determinism, unit norm, version checks."""
+"""Tests for nar_plugin.model.inference: shipped weights, determinism, unit norm, version checks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from nar_plugin.embed import WEIGHTS_DIR, embed, embed_graph, embed_many, encoder_version, load_encoder
+from nar_plugin.model.inference import WEIGHTS_DIR, embed, embed_graph, embed_many, encoder_version, load_encoder
 from nar_plugin.errors import CorruptArtifactError, GraphTooLargeError
 from nar_plugin.graph import ArchGraph, GraphBuilder, NodeAttrs
 from nar_plugin.graph import width_bucket as wb
@@ -27,7 +27,7 @@ def _mlp(depth: int, width: int) -> ArchGraph:
 
 
 def test_shipped_weights_load_offline_in_a_fresh_process() -> None:
-    code = ("import nar_plugin.embed as e, numpy as np; enc = e.load_encoder(); "
+    code = ("import nar_plugin.model.inference as e, numpy as np; enc = e.load_encoder(); "
             "print(enc.version, enc.path.parent == e.WEIGHTS_DIR)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "NO_PROXY": "*", "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}

@@ -1,4 +1,4 @@
-"""Tests for nar_plugin.encoder, nar_plugin.losses and nar_plugin.train (tiny hand-built graphs)."""
+"""Tests for nar_plugin.model.encoder, nar_plugin.training.losses and nar_plugin.training.loop (tiny hand-built graphs)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from nar_plugin.encoder import EncoderConfig, NAREncoder, collate, config_hash, prepare
+from nar_plugin.model.encoder import EncoderConfig, NAREncoder, collate, config_hash, prepare
 from nar_plugin.graph import ArchGraph, GraphBuilder, NodeAttrs
 from nar_plugin.graph import width_bucket as wb
-from nar_plugin.losses import augment_graph, motif_info_nce, supcon_loss
-from nar_plugin.train import CorpusEntry, TrainConfig, train
+from nar_plugin.training.losses import augment_graph, motif_info_nce, supcon_loss
+from nar_plugin.training.loop import CorpusEntry, TrainConfig, train
 
 Ref = frozenset[int]
 

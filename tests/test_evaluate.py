@@ -1,4 +1,4 @@
-"""Tests for nar_plugin.evaluate: hand-computed rankings, ties, self exclusion, blocks."""
+"""Tests for nar_plugin.evaluation.metrics: hand-computed rankings, ties, self exclusion, blocks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from nar_plugin.evaluate import format_table, iter_blocks, retrieval_metrics
+from nar_plugin.evaluation.metrics import format_table, iter_blocks, retrieval_metrics
 
 L2 = math.log2
 

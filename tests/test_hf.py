@@ -101,7 +101,7 @@ def test_parse_repo_spec() -> None:
 
 
 def test_index_repo_offline_reads_only_config_and_card(cache: Path, downloads: list[str]) -> None:
-    from nar_plugin.api import find_similar, open_index as _index
+    from nar_plugin.search.api import find_similar, open_index as _index
 
     sha = (cache / "models--org--tiny-bert" / "refs" / "main").read_text()
     key = hf.index_repo("org/tiny-bert", cache_dir=cache)
@@ -126,8 +126,8 @@ def test_index_repo_matches_in_memory_model(cache: Path) -> None:
     import torch
     import transformers
 
-    from nar_plugin.api import open_index as _index
-    from nar_plugin.embed import embed
+    from nar_plugin.search.api import open_index as _index
+    from nar_plugin.model.inference import embed
 
     key = hf.index_repo("org/tiny-bert", cache_dir=cache)
     with torch.device("meta"):
@@ -158,7 +158,7 @@ def test_index_repos_bulk_summary(cache: Path) -> None:
 
 
 def test_relation_vs_base_model_reports_disagreement() -> None:
-    from nar_plugin.api import Match
+    from nar_plugin.search.api import Match
 
     child = {"repo_id": "org/child", "base_model": ["org/base"]}
     assert hf.relation_vs_base_model(Match("hf:org/child@x", 0.99, "near-duplicate", child), "org/base") == \
@@ -242,7 +242,7 @@ def test_index_repo_online_downloads_only_config(hub: MockHub, tmp_path: Path) -
     assert key == f"hf:org/online@{hub.sha}"
     fetched = {p for _, p in hub.requests if "/resolve/" in p}
     assert fetched == {f"/org/online/resolve/{hub.sha}/config.json"}
-    from nar_plugin.api import open_index as _index
+    from nar_plugin.search.api import open_index as _index
 
     assert _index().get(key).metadata["base_model"] == ["org/bert-base"]
 
@@ -274,9 +274,9 @@ def _card(commit: dict[str, bytes]) -> dict[str, Any]:
 
 
 def test_upload_folder_carries_card_metadata(hub: MockHub, hook: None, tmp_path: Path) -> None:
-    from nar_plugin.api import open_index as _index
-    from nar_plugin.codec import decode_embedding
-    from nar_plugin.embed import encoder_version
+    from nar_plugin.search.api import open_index as _index
+    from nar_plugin.index.codec import decode_embedding
+    from nar_plugin.model.inference import encoder_version
 
     info = HfApi().upload_folder(repo_id="org/pushed", folder_path=_folder(tmp_path, TINY_BERT))
     (commit,) = hub.commits
@@ -312,12 +312,12 @@ def test_existing_readme_in_the_commit_is_merged(hub: MockHub, hook: None, tmp_p
 
 def test_failing_hook_leaves_the_push_intact(hub: MockHub, hook: None, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    import nar_plugin.embed
+    import nar_plugin.model.inference
 
     def boom(*_: Any, **__: Any) -> Any:
         raise RuntimeError("encoder exploded")
 
-    monkeypatch.setattr(nar_plugin.embed, "embed_graph", boom)
+    monkeypatch.setattr(nar_plugin.model.inference, "embed_graph", boom)
     monkeypatch.setenv("NAR_TESTING", "false")
     folder = _folder(tmp_path, TINY_BERT)
     with warnings.catch_warnings(record=True) as caught:
@@ -476,7 +476,7 @@ def test_webhook_indexes_with_the_real_index_repo(cache: Path, monkeypatch: pyte
 
     from starlette.testclient import TestClient
 
-    from nar_plugin.api import open_index as _index
+    from nar_plugin.search.api import open_index as _index
 
     sha = (cache / "models--org--tiny-gpt2" / "refs" / "main").read_text()
     monkeypatch.setenv("NAR_WEBHOOK_SECRET", SECRET)
@@ -517,8 +517,8 @@ def test_pre_push_warns_on_duplicates_and_blocks_only_when_asked(cache: Path, tm
 # ------------------------------------------------------------------ CLI
 def test_cli_index_hf(cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                       monkeypatch: pytest.MonkeyPatch) -> None:
-    import nar_plugin.cli_hf  # noqa: F401 - registers the commands
-    from nar_plugin.cli import main
+    import nar_plugin.cli.hf  # noqa: F401 - registers the commands
+    from nar_plugin.cli.main import main
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     listing = tmp_path / "repos.txt"

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import nar_plugin.index as index_mod
-from nar_plugin.codec import EMBEDDING_DIM
+from nar_plugin.index.codec import EMBEDDING_DIM
 from nar_plugin.errors import (
     EncoderVersionMismatchError,
     IndexCorruptError,

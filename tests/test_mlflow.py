@@ -51,14 +51,14 @@ def CNN() -> nn.Module:  # noqa: N802 - a model factory
 
 
 def test_entry_point_is_active() -> None:
-    from nar_plugin.integrations.mlflow import is_autologging
+    from nar_plugin.integrations.mlflow.hooks import is_autologging
 
     assert is_autologging()
 
 
 def test_pytorch_pt2_log_model_is_tagged_and_indexed(tracking: str) -> None:
-    from nar_plugin.codec import decode_embedding
-    from nar_plugin.embed import embed, encoder_version
+    from nar_plugin.index.codec import decode_embedding
+    from nar_plugin.model.inference import embed, encoder_version
     from nar_plugin.index import EmbeddingIndex
 
     model = _resnet("resnet18")
@@ -147,7 +147,7 @@ def _register(model_name: str, run_model_id: str):
 @pytest.mark.parametrize("policy", ["warn", "tag", "block"])
 def test_registry_dedup_policies(tracking: str, policy: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from nar_plugin.errors import DuplicateModelError
-    from nar_plugin.integrations.mlflow_registry import DuplicateModelWarning
+    from nar_plugin.integrations.mlflow.registry import DuplicateModelWarning
 
     name = f"reg-{policy}-{uuid.uuid4().hex[:6]}"
     with mlflow.start_run():
@@ -177,7 +177,7 @@ def test_registry_dedup_policies(tracking: str, policy: str, monkeypatch: pytest
 
 
 def test_dedup_report_clusters_the_registry(tracking: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nar_plugin.integrations.mlflow_registry import dedup_report
+    from nar_plugin.integrations.mlflow.registry import dedup_report
 
     monkeypatch.setenv("NAR_DEDUP", "tag")
     name = f"rep-{uuid.uuid4().hex[:6]}"
@@ -214,7 +214,7 @@ def _boom(*a, **k):
 
 
 @pytest.mark.parametrize("target", ["nar_plugin.extract.mlflow_model.graph_from_mlflow_dir",
-                                    "nar_plugin.embed.embed_graph"])
+                                    "nar_plugin.model.inference.embed_graph"])
 def test_fault_extractor_or_encoder_raises(tracking: str, no_reraise: None, monkeypatch: pytest.MonkeyPatch,
                                            target: str) -> None:
     mod, fn = target.rsplit(".", 1)
@@ -289,7 +289,7 @@ def test_fault_corrupt_artifact(tracking: str, no_reraise: None, monkeypatch: py
 
 
 def test_fault_tracking_unreachable_during_sync(tracking: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nar_plugin.integrations.mlflow_sync import TrackingUnavailableError, sync_from_tracking
+    from nar_plugin.integrations.mlflow.sync import TrackingUnavailableError, sync_from_tracking
 
     # MLflow's client retries with backoff for minutes by default
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -300,7 +300,7 @@ def test_fault_tracking_unreachable_during_sync(tracking: str, monkeypatch: pyte
 
 def test_sync_is_incremental(tracking: str, tmp_path: Path) -> None:
     from nar_plugin.index import EmbeddingIndex
-    from nar_plugin.integrations.mlflow_sync import sync_from_tracking
+    from nar_plugin.integrations.mlflow.sync import sync_from_tracking
 
     with mlflow.start_run():
         _log_torch(SMALL, XS)
@@ -346,12 +346,12 @@ def test_webhook_receiver_tags_new_version_and_rejects_bad_deliveries(tracking: 
     from mlflow.entities.webhook import WebhookEvent
 
     from conftest import free_port, wait_http
-    from nar_plugin.integrations.mlflow_webhook import make_app, sign
+    from nar_plugin.integrations.mlflow.webhook import make_app, sign
 
     secret = "s3cret-" + uuid.uuid4().hex
     handled: list[tuple[str, str, str]] = []
 
-    from nar_plugin.integrations.mlflow_webhook import handle_version_created
+    from nar_plugin.integrations.mlflow.webhook import handle_version_created
 
     def handler(name: str, version: str, source: str):
         handled.append((name, version, source))

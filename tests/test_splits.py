@@ -1,4 +1,4 @@
-"""Tests for nar_plugin.splits: determinism, disjointness, stratification, persistence."""
+"""Tests for nar_plugin.evaluation.splits: determinism, disjointness, stratification, persistence."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nar_plugin.errors import CorruptArtifactError
-from nar_plugin.splits import Split, keys_hash, split_by_family, split_by_model
+from nar_plugin.evaluation.splits import Split, keys_hash, split_by_family, split_by_model
 
 
 def _families(seed: int = 0, n_fam: int = 60) -> list[str]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nar_plugin.evaluate import retrieval_metrics
+from nar_plugin.evaluation.metrics import retrieval_metrics
 from nar_plugin.extract import extract_graph
 from fixtures.style_models import STYLE_MODELS, example  # tests/ is on sys.path (rootdir conftest)
 
@@ -31,7 +31,7 @@ def test_hand_rolled_linear_is_a_linear(graphs) -> None:
 
 
 def test_nar_retrieves_families_across_styles(graphs) -> None:
-    from nar_plugin.embed import embed_many
+    from nar_plugin.model.inference import embed_many
 
     fams = [f for f, _ in graphs]
     emb = embed_many([g for _, g in graphs])
@@ -66,8 +66,8 @@ def test_post_and_pre_norm_blocks_use_the_same_ops(wiring) -> None:
 def test_nar_tells_wiring_apart_where_op_counts_cannot(wiring) -> None:
     """Shipped weights: each ResNet v1/v2 model's nearest neighbour is in its own family (their
     op histograms are identical), and NAR beats the op histogram on the whole fixture."""
-    from nar_plugin.baselines import histogram_embed
-    from nar_plugin.embed import embed_many
+    from nar_plugin.evaluation.baselines import histogram_embed
+    from nar_plugin.model.inference import embed_many
 
     names = list(wiring)
     fams = [wiring[n][0] for n in names]

@@ -111,7 +111,7 @@ def build_model(cfg: Any, cls: Any) -> Any:
     from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
 
     from nar_plugin.errors import UnsupportedModelError
-    from nar_plugin.extract.hf import build_meta_model
+    from nar_plugin.extract.transformers import build_meta_model
 
     if getattr(cfg, "model_type", None) in MODEL_MAPPING_NAMES:
         return build_meta_model(cfg)
@@ -267,7 +267,7 @@ def variant_overrides(cfg: Any, max_layers: int = 24) -> list[tuple[str, dict[st
 
 # ------------------------------------------------------------------ inputs
 def _size_of(cfg: Any) -> tuple[int, int]:
-    from nar_plugin.extract.hf import _get
+    from nar_plugin.extract.transformers import _get
 
     size = _get(cfg, "image_size", default=224)
     if isinstance(size, (list, tuple)):
@@ -280,7 +280,7 @@ def _size_of(cfg: Any) -> tuple[int, int]:
 def corpus_dummy_inputs(model: Any, seq_len: int = SEQ_LEN, all_modalities: bool = False) -> dict[str, Any]:
     """Keyword inputs for ``model.forward`` on meta: ``extract.hf.dummy_inputs`` plus fixes.
 
-    Differences from ``nar_plugin.extract.hf.dummy_inputs`` (to be merged there):
+    Differences from ``nar_plugin.extract.transformers.dummy_inputs`` (to be merged there):
 
     * ``all_modalities``: also feed the secondary modalities the forward accepts
       (``pixel_values`` of a CLIP-style dual encoder, ``input_ids`` of a vision-text model), as
@@ -292,7 +292,7 @@ def corpus_dummy_inputs(model: Any, seq_len: int = SEQ_LEN, all_modalities: bool
     """
     import torch
 
-    from nar_plugin.extract.hf import _get, dummy_inputs
+    from nar_plugin.extract.transformers import _get, dummy_inputs
 
     kw = dummy_inputs(model, seq_len)
     cfg = model.config

@@ -164,7 +164,7 @@ def _extract(kind: str, source: Any, example_inputs: Any, tracer: str) -> ArchGr
 
         return graph_from_module(src, example_inputs, tracer=tracer, metadata={"source_kind": "module"})
     if kind == "hf-module":
-        from nar_plugin.extract.hf import dummy_inputs
+        from nar_plugin.extract.transformers import dummy_inputs
         from nar_plugin.extract.torch_module import graph_from_module
 
         kwargs = None if example_inputs is not None else dummy_inputs(src)
@@ -185,7 +185,7 @@ def _extract(kind: str, source: Any, example_inputs: Any, tracer: str) -> ArchGr
             src = sorted(Path(src).glob("*.onnx"))[0]
         return graph_from_onnx(src, {"source_kind": "onnx"})
     if kind == "hf-config":
-        from nar_plugin.extract.hf import graph_from_hf_config
+        from nar_plugin.extract.transformers import graph_from_hf_config
 
         return graph_from_hf_config(src)
     if kind == "timm":

@@ -68,7 +68,7 @@ def graph_from_mlflow_dir(model_dir: str | Path) -> ArchGraph:
         return graph_from_onnx(onnx_files[0], meta)
     configs = [c for c in sorted(d.rglob("config.json")) if "model_type" in c.read_text(errors="replace")[:100000]]
     if configs:
-        from nar_plugin.extract.hf import graph_from_hf_config
+        from nar_plugin.extract.transformers import graph_from_hf_config
 
         return graph_from_hf_config(configs[0], meta)
     pickles = sorted(d.glob("data/*.pth")) + sorted(d.glob("data/model.pt"))

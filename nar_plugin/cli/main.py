@@ -111,7 +111,7 @@ def _load_commands() -> None:
     """Import the modules that register further commands (kept apart to stay small)."""
     import importlib
 
-    for mod in ("nar_plugin.cli_commands", "nar_plugin.cli_hf", "nar_plugin.cli_index"):
+    for mod in ("nar_plugin.cli.commands", "nar_plugin.cli.hf", "nar_plugin.cli.index"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -1,7 +1,7 @@
 """MLflow entry point (group ``mlflow.run_context_provider``): zero-code activation.
 
 MLflow imports this module while ``import mlflow`` runs. Importing it turns on
-:func:`nar_plugin.integrations.mlflow.autolog` unless ``NAR_AUTOLOG=false``; this is the one
+:func:`nar_plugin.integrations.mlflow.hooks.autolog` unless ``NAR_AUTOLOG=false``; this is the one
 documented import-time side effect of nar-plugin. The provider itself adds no run tags.
 """
 
@@ -41,7 +41,7 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder):
         def exec_module(module: Any) -> None:
             original(module)
             try:
-                from nar_plugin.integrations.mlflow import patch_module
+                from nar_plugin.integrations.mlflow.hooks import patch_module
 
                 patch_module(module)
             except Exception as e:  # noqa: BLE001 - must never break `import mlflow`
@@ -70,7 +70,7 @@ def _activate() -> None:
     if not enabled:
         return
     try:
-        from nar_plugin.integrations.mlflow import PATCHES, patch_module
+        from nar_plugin.integrations.mlflow.hooks import PATCHES, patch_module
 
         pending = set()
         for mod_name in dict.fromkeys(p[0] for p in PATCHES):

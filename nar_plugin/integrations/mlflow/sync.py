@@ -85,10 +85,10 @@ def _experiment_ids(client: Any) -> list[str]:
 
 def _index_tagged(index: Any, key: str, tags: dict[str, str], metadata: dict[str, Any], encoder: str,
                   report: SyncReport) -> bool:
-    from nar_plugin.codec import decode_embedding
-    from nar_plugin.integrations.mlflow import TAG_EMBEDDING, TAG_ENCODER, TAG_GRAPH_HASH
+    from nar_plugin.index.codec import decode_embedding
+    from nar_plugin.integrations.mlflow.hooks import TAG_EMBEDDING, TAG_ENCODER, TAG_GRAPH_HASH
 
-    from nar_plugin.integrations.mlflow import TAG_DESCRIPTION, decode_description
+    from nar_plugin.integrations.mlflow.hooks import TAG_DESCRIPTION, decode_description
 
     emb = tags.get(TAG_EMBEDDING)
     if not emb:
@@ -121,9 +121,9 @@ def sync_from_tracking(tracking_uri: str | None = None, index: Any = None, full:
     Raises:
         TrackingUnavailableError: the server did not answer.
     """
-    from nar_plugin.api import open_index
-    from nar_plugin.embed import encoder_version
-    from nar_plugin.integrations.mlflow import model_metadata
+    from nar_plugin.search.api import open_index
+    from nar_plugin.model.inference import encoder_version
+    from nar_plugin.integrations.mlflow.hooks import model_metadata
 
     client = client or _client(tracking_uri)
     idx = open_index(index)
@@ -235,9 +235,9 @@ def embedding_for_model(client: Any, model_id: str) -> tuple[Any, str | None, di
     A model logged before nar-plugin was installed has no tags: its graph files are downloaded
     (never its pickles), embedded, and the tags are back-filled.
     """
-    from nar_plugin.codec import decode_embedding
-    from nar_plugin.embed import encoder_version
-    from nar_plugin.integrations.mlflow import TAG_EMBEDDING, TAG_ENCODER, TAG_GRAPH_HASH, index_logged_model
+    from nar_plugin.index.codec import decode_embedding
+    from nar_plugin.model.inference import encoder_version
+    from nar_plugin.integrations.mlflow.hooks import TAG_EMBEDDING, TAG_ENCODER, TAG_GRAPH_HASH, index_logged_model
 
     lm = client.get_logged_model(model_id)
     tags = dict(lm.tags)
@@ -258,7 +258,7 @@ def resolve_query(query: str, index: Any) -> Any:
     Raises:
         KeyNotFoundError: nothing with that id exists, or it has no model.
     """
-    from nar_plugin.api import ResolvedQuery
+    from nar_plugin.search.api import ResolvedQuery
 
     client = _client(None)
     try:

@@ -1,9 +1,9 @@
 """``nar eval``: NAR and the baselines on the same corpus, the same splits, the same metrics.
 
 Protocol (both splits): the corpus items are selected as for training
-(:func:`nar_plugin.train.select_items` with the training config's caps and seed); queries =
+(:func:`nar_plugin.training.loop.select_items` with the training config's caps and seed); queries =
 gallery = the split's test items, self excluded, relevant = same family
-(:func:`nar_plugin.evaluate.retrieval_metrics`). GCN/GAT baselines are trained on the split's
+(:func:`nar_plugin.evaluation.metrics.retrieval_metrics`). GCN/GAT baselines are trained on the split's
 train items only. For ``nar`` the encoder must not have seen the test families of the
 held-out-family split, so unless ``weights`` are given per split, the encoder is trained on each
 split's train items with the shipped training config (``retrain_nar=True``, the default for
@@ -29,15 +29,15 @@ def _nar_metrics(entries: Sequence[Any], split: Any, seed: int, retrain: bool, e
                  log: Callable[[str], None]) -> dict[str, float]:
     import tempfile
 
-    from nar_plugin.embed import embed_many, load_encoder
-    from nar_plugin.train import evaluate_split
+    from nar_plugin.model.inference import embed_many, load_encoder
+    from nar_plugin.training.loop import evaluate_split
 
     labels = [e.family for e in entries]
     test_graphs = [entries[int(i)].graph for i in split.test]
     if not retrain:
         emb = embed_many(test_graphs)
         return evaluate_split(emb, labels, split)
-    from nar_plugin.train import train
+    from nar_plugin.training.loop import train
 
     out = Path(tempfile.mkdtemp(prefix=f"nar-eval-{split.name}-"))
     t = time.time()
@@ -67,9 +67,9 @@ def run_eval(corpus: str | Path | None = None, methods: Sequence[str] = METHODS,
         nar_epochs: epochs when retraining NAR (default: the training config's).
         out: Markdown file to write.
     """
-    from nar_plugin.baselines import run_baselines
-    from nar_plugin.evaluate import format_table
-    from nar_plugin.train import TrainConfig, load_training_corpus, make_split, select_items
+    from nar_plugin.evaluation.baselines import run_baselines
+    from nar_plugin.evaluation.metrics import format_table
+    from nar_plugin.training.loop import TrainConfig, load_training_corpus, make_split, select_items
 
     if corpus is None:
         from nar_plugin.corpus import default_corpus_dir

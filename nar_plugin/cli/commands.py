@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from nar_plugin.cli import console, emit, register_command
+from nar_plugin.cli.main import console, emit, register_command
 
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", default=".nar-demo", help="work directory (MLflow store, artifacts, index)")
@@ -19,7 +19,7 @@ def _demo(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from nar_plugin.demo import run_demo
+    from nar_plugin.apps.demo import run_demo
 
     wd = Path(args.dir)
     if wd.exists() and (wd / "mlflow.db").exists():
@@ -65,7 +65,7 @@ def _map_args(p: argparse.ArgumentParser) -> None:
 
 
 def _map(args: argparse.Namespace) -> int:
-    from nar_plugin.viz import write_map
+    from nar_plugin.apps.map import write_map
 
     n = write_map(args.out, index=args.index, k=args.k)
     print(f"wrote {args.out} ({n} models)")
@@ -104,10 +104,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace) -> int:
     import json
 
-    from nar_plugin.calibrate import calibrate_from_corpus
+    from nar_plugin.evaluation.calibrate import calibrate_from_corpus
 
     if not args.calibrate_only:
-        from nar_plugin.train import train_command
+        from nar_plugin.training.loop import train_command
 
         kwargs = {} if args.epochs is None else {"epochs": args.epochs}
         result = train_command(args.corpus, args.out, seed=args.seed, device=args.device, **kwargs)
@@ -135,7 +135,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 def _eval(args: argparse.Namespace) -> int:
     import json
 
-    from nar_plugin.eval_runner import run_eval
+    from nar_plugin.evaluation.runner import run_eval
 
     res = run_eval(args.corpus, methods=args.methods.split(","), splits=args.splits.split(","), seed=args.seed,
                    gnn_epochs=args.gnn_epochs, nar_epochs=args.nar_epochs, out=args.out,

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 RELATIONS = ("identical", "near-duplicate", "related", "unrelated")
-_THRESHOLDS_FILE = Path(__file__).parent / "weights" / "thresholds.json"
+_THRESHOLDS_FILE = Path(__file__).resolve().parents[1] / "weights" / "thresholds.json"
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Thresholds:
 def load_thresholds(path: str | Path | None = None) -> Thresholds:
     """Thresholds calibrated on the corpus (``weights/thresholds.json``) for the loaded
     encoder, else the defaults (with a warning when the file belongs to another encoder)."""
-    from nar_plugin.embed import encoder_version
+    from nar_plugin.model.inference import encoder_version
 
     p = Path(path) if path else _THRESHOLDS_FILE
     if not p.is_file():
@@ -206,7 +206,7 @@ class IndexedModel:
 # ------------------------------------------------------------------ helpers
 def open_index(index: Any = None) -> Any:
     """The ``EmbeddingIndex`` for ``index`` (an index, a path, or ``None``: under ``NAR_HOME``)."""
-    from nar_plugin.embed import encoder_version
+    from nar_plugin.model.inference import encoder_version
     from nar_plugin.index import EmbeddingIndex
 
     if index is None:
@@ -240,7 +240,7 @@ def index_graph(graph: ArchGraph, key: str, metadata: Mapping[str, Any] | None =
         GraphTooLargeError: more nodes than ``NAR_MAX_NODES``.
     """
     from nar_plugin.config import NAR_MAX_NODES
-    from nar_plugin.embed import embed_graph, encoder_version
+    from nar_plugin.model.inference import embed_graph, encoder_version
     from nar_plugin.errors import GraphTooLargeError
 
     limit = NAR_MAX_NODES.get()
@@ -292,7 +292,7 @@ class ResolvedQuery:
 
 def _resolve_query(query: Any, idx: Any, example_inputs: Any = None) -> ResolvedQuery:
     """Turn an index key, an MLflow id or any model source into a :class:`ResolvedQuery`."""
-    from nar_plugin.embed import embed_graph
+    from nar_plugin.model.inference import embed_graph
     from nar_plugin.extract import extract_graph
 
     if isinstance(query, str):
@@ -316,7 +316,7 @@ def _mlflow_resolver(query: str) -> Callable[[str, Any], Any] | None:
 
     if query.startswith("models:/") or re.fullmatch(r"[0-9a-f]{32}", query) or re.fullmatch(r"m-[0-9a-f]{32}", query):
         try:
-            from nar_plugin.integrations.mlflow_sync import resolve_query
+            from nar_plugin.integrations.mlflow.sync import resolve_query
         except ImportError:
             return None
         return resolve_query
@@ -329,7 +329,7 @@ def find_similar(query: Any, k: int = 10, relation: str | None = None, where: An
 
     Args:
         query: an index key, an MLflow run id / model id / ``models:/name/version`` URI, or any
-            source :func:`nar_plugin.embed` accepts.
+            source :func:`nar_plugin.model.inference` accepts.
         k: number of matches.
         relation: keep only matches with at least this relation (``"near-duplicate"`` keeps
             identical and near-duplicates).

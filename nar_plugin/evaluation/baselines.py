@@ -11,8 +11,8 @@ Four baselines (DESIGN.md, "Corpus and evaluation"):
   network on the raw ArchGraph (no motifs), as in the paper's baselines, trained with the
   supervised contrastive loss over family labels on the training split only.
 
-:func:`run_baselines` evaluates them with :func:`nar_plugin.evaluate.retrieval_metrics` on a
-:class:`~nar_plugin.splits.Split`. Protocol (the paper's): queries = test items, gallery = test
+:func:`run_baselines` evaluates them with :func:`nar_plugin.evaluation.metrics.retrieval_metrics` on a
+:class:`~nar_plugin.evaluation.splits.Split`. Protocol (the paper's): queries = test items, gallery = test
 items (each query excluded from its own gallery); ``gallery="all"`` ranks train + test instead.
 
 :func:`supcon_loss` and :func:`info_nce` live here until the encoder's ``losses.py`` exists; they
@@ -34,13 +34,13 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.nn import GATConv, GCNConv, global_max_pool, global_mean_pool
 
-from nar_plugin.evaluate import DEFAULT_KS, retrieval_metrics
+from nar_plugin.evaluation.metrics import DEFAULT_KS, retrieval_metrics
 from nar_plugin.graph import OP_INDEX, OPS, ArchGraph
-from nar_plugin.torch_utils import seeded as _seeded
-from nar_plugin.torch_utils import torch_threads as _torch_threads
+from nar_plugin.utils.torch_context import seeded as _seeded
+from nar_plugin.utils.torch_context import torch_threads as _torch_threads
 
 if TYPE_CHECKING:
-    from nar_plugin.splits import Split
+    from nar_plugin.evaluation.splits import Split
 
 __all__ = [
     "BASELINES",
@@ -167,7 +167,7 @@ def supcon_loss(emb: torch.Tensor, labels: torch.Tensor, temperature: float = 0.
 
     For each anchor ``i`` with at least one positive (another row with the same label):
     ``-mean_{p in P(i)} log( exp(z_i.z_p / T) / sum_{a != i} exp(z_i.z_a / T) )``; averaged over
-    those anchors. Rows are L2-normalised inside. (Will move to ``nar_plugin.losses``.)
+    those anchors. Rows are L2-normalised inside. (Will move to ``nar_plugin.training.losses``.)
 
     Args:
         emb: ``[B, D]`` embeddings.
@@ -204,7 +204,7 @@ def info_nce(
     """InfoNCE: ``a[i]`` should match ``b[i]`` against every other ``b[j]`` (in-batch negatives).
 
     Rows are L2-normalised inside. Used for motif-vs-context pairs by the encoder (will move
-    to ``nar_plugin.losses``).
+    to ``nar_plugin.training.losses``).
 
     Args:
         a: ``[B, D]`` anchors.
@@ -496,7 +496,7 @@ def run_baselines(
     gnn_kwargs: dict[str, Any] | None = None,
     num_threads: int | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Evaluate baselines on ``split`` with :func:`~nar_plugin.evaluate.retrieval_metrics`.
+    """Evaluate baselines on ``split`` with :func:`~nar_plugin.evaluation.metrics.retrieval_metrics`.
 
     Protocol: queries are ``split.test``; the gallery is ``split.test`` (the paper's retrieval
     within the test set; every query is excluded from its own gallery), or train + test with
@@ -506,7 +506,7 @@ def run_baselines(
     Args:
         graphs: the corpus, indexed like the split.
         labels: family label per graph.
-        split: a :class:`~nar_plugin.splits.Split` over ``len(graphs)`` items.
+        split: a :class:`~nar_plugin.evaluation.splits.Split` over ``len(graphs)`` items.
         methods: names from :data:`BASELINES`.
         seed: seed for GNN training.
         ks: metric cut-offs.
@@ -516,7 +516,7 @@ def run_baselines(
 
     Returns:
         ``{method: metrics}`` (metrics as from ``retrieval_metrics`` plus ``"seconds"``), ready
-        for :func:`~nar_plugin.evaluate.format_table`.
+        for :func:`~nar_plugin.evaluation.metrics.format_table`.
 
     Raises:
         ValueError: unknown method or gallery, or a split / labels of another size.

@@ -1,6 +1,6 @@
 """``nar index hf`` (registered on import by :mod:`nar_plugin.cli`).
 
-Mounted in the ``nar index`` group of :mod:`nar_plugin.cli_index` (which also serves
+Mounted in the ``nar index`` group of :mod:`nar_plugin.cli.index` (which also serves
 ``nar serve hf-webhook`` through :func:`nar_plugin.integrations.hf.make_webhook_app`).
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from nar_plugin.cli import console, emit
-from nar_plugin.cli_index import register_index_command
+from nar_plugin.cli.main import console, emit
+from nar_plugin.cli.index import register_index_command
 
 
 # ------------------------------------------------------------------ nar index hf

@@ -263,7 +263,7 @@ def graph_from_repo_config(config: Mapping[str, Any], metadata: Mapping[str, Any
     meta = dict(metadata or {})
     with _TORCH_LOCK:
         if "model_type" in config:
-            from nar_plugin.extract.hf import graph_from_hf_config
+            from nar_plugin.extract.transformers import graph_from_hf_config
 
             return graph_from_hf_config(dict(config), metadata=meta)
         if "architecture" in config:
@@ -321,7 +321,7 @@ def index_repo(repo_id: str, revision: str | None = None, token: str | bool | No
         >>> nar_plugin.hf.index_repo("google-bert/bert-base-uncased")
         'hf:google-bert/bert-base-uncased@<the 40-hex sha main resolved to>'
     """
-    from nar_plugin.api import index_graph
+    from nar_plugin.search.api import index_graph
 
     rid, rev = parse_repo_spec(repo_id)
     key, graph, meta, uri = _prepare(rid, revision or rev, token, cache_dir)
@@ -384,7 +384,7 @@ def index_repos(repo_ids: Iterable[str], workers: int = 4, progress: bool | Call
     """
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    from nar_plugin.api import open_index, index_graph
+    from nar_plugin.search.api import open_index, index_graph
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, found {workers}")
@@ -441,7 +441,7 @@ def relation_vs_base_model(match: Any, query: str | None = None, index: Any = No
     """Compare the architectural relation of a match with the cards' ``base_model`` link.
 
     Args:
-        match: a :class:`nar_plugin.api.Match` of ``find_similar(query)``.
+        match: a :class:`nar_plugin.search.api.Match` of ``find_similar(query)``.
         query: the query key (``hf:org/name@sha``) or repo id, to look up its own ``base_model``.
         index: the index the query lives in (for that look-up).
 
@@ -451,7 +451,7 @@ def relation_vs_base_model(match: Any, query: str | None = None, index: Any = No
         ``"differs: ..."`` when a card links them but the architectures are only related or
         unrelated; ``"no base_model link"`` otherwise.
     """
-    from nar_plugin.api import open_index
+    from nar_plugin.search.api import open_index
 
     q_repo = parse_repo_spec(query)[0] if query else None
     m_repo = match.metadata.get("repo_id")
@@ -472,8 +472,8 @@ def relation_vs_base_model(match: Any, query: str | None = None, index: Any = No
 # ------------------------------------------------------------------ push hook
 def nar_card_block(graph: ArchGraph) -> dict[str, str]:
     """The ``nar`` card metadata of a graph: ``{embedding, encoder, graph_hash}``."""
-    from nar_plugin.codec import encode_embedding
-    from nar_plugin.embed import embed_graph, encoder_version
+    from nar_plugin.index.codec import encode_embedding
+    from nar_plugin.model.inference import embed_graph, encoder_version
 
     return {"embedding": encode_embedding(embed_graph(graph)), "encoder": encoder_version(),
             "graph_hash": graph.graph_hash}
@@ -697,7 +697,7 @@ def _current_readme(api: Any, repo_id: str, kwargs: Mapping[str, Any]) -> str:
 
 
 def _index_pushed(repo_id: str, result: Any, graph: ArchGraph, meta: dict[str, Any]) -> None:
-    from nar_plugin.api import index_graph
+    from nar_plugin.search.api import index_graph
 
     try:
         oid = getattr(result, "oid", None)

@@ -97,8 +97,8 @@ def handle_version_created(name: str, version: str, source: str, tracking_uri: s
     """Tag and index a newly created model version (the webhook's default action)."""
     from mlflow import MlflowClient
 
-    from nar_plugin.integrations.mlflow_registry import after_create, before_create
-    from nar_plugin.integrations.mlflow_sync import _model_id_from_source, embedding_for_model
+    from nar_plugin.integrations.mlflow.registry import after_create, before_create
+    from nar_plugin.integrations.mlflow.sync import _model_id_from_source, embedding_for_model
 
     client = MlflowClient(tracking_uri=tracking_uri) if tracking_uri else MlflowClient()
     mv = client.get_model_version(name, version)

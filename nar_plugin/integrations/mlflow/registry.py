@@ -46,7 +46,7 @@ def find_version_duplicates(vector: Any, graph_hash: str | None, index: Any,
     """Registered versions that are identical or near-duplicates: ``(key, score, relation)``,
     best first: identical before near-duplicate, then versions of ``prefer_name`` (the model
     being registered), then by score (larger = closer), then oldest key."""
-    from nar_plugin.api import load_thresholds, relation_for
+    from nar_plugin.search.api import load_thresholds, relation_for
 
     th = load_thresholds()
     hits = index.search(vector, k=20, filter="mlflow:version:", exclude_keys=(exclude_key,) if exclude_key else ())
@@ -65,7 +65,7 @@ def find_version_duplicates(vector: Any, graph_hash: str | None, index: Any,
 
 
 def _model_id(source: str, model_id: str | None) -> str | None:
-    from nar_plugin.integrations.mlflow_sync import _model_id_from_source
+    from nar_plugin.integrations.mlflow.sync import _model_id_from_source
 
     return model_id or _model_id_from_source(source)
 
@@ -78,10 +78,10 @@ def before_create(client: Any, name: str, source: str, model_id: str | None, pol
     Raises:
         DuplicateModelError: ``policy == "block"`` and a duplicate exists.
     """
-    from nar_plugin.api import open_index
-    from nar_plugin.codec import decode_embedding
-    from nar_plugin.integrations.mlflow import NAR_TAGS, TAG_EMBEDDING, TAG_GRAPH_HASH
-    from nar_plugin.integrations.mlflow_sync import TrackingUnavailableError, sync_from_tracking
+    from nar_plugin.search.api import open_index
+    from nar_plugin.index.codec import decode_embedding
+    from nar_plugin.integrations.mlflow.hooks import NAR_TAGS, TAG_EMBEDDING, TAG_GRAPH_HASH
+    from nar_plugin.integrations.mlflow.sync import TrackingUnavailableError, sync_from_tracking
 
     mid = _model_id(source, model_id)
     if mid is None:
@@ -121,9 +121,9 @@ def tag_version(client: Any, name: str, version: str, tags: dict[str, str]) -> N
 
 def after_create(client: Any, mv: Any, plan: DedupPlan | None, policy: str) -> None:
     """Copy the ``nar.*`` tags to the new version, mark duplicates, index the version."""
-    from nar_plugin.api import open_index
-    from nar_plugin.integrations.mlflow import TAG_DUPLICATE_OF, TAG_DUPLICATE_SCORE, TAG_GRAPH_HASH
-    from nar_plugin.integrations.mlflow_sync import _uri_of, version_metadata
+    from nar_plugin.search.api import open_index
+    from nar_plugin.integrations.mlflow.hooks import TAG_DUPLICATE_OF, TAG_DUPLICATE_SCORE, TAG_GRAPH_HASH
+    from nar_plugin.integrations.mlflow.sync import _uri_of, version_metadata
 
     if plan is None:
         return
@@ -163,8 +163,8 @@ def dedup_report(index: Any = None, tracking_uri: str | None = None, sync: bool 
     """
     import numpy as np
 
-    from nar_plugin.api import open_index, load_thresholds
-    from nar_plugin.integrations.mlflow_sync import sync_from_tracking
+    from nar_plugin.search.api import open_index, load_thresholds
+    from nar_plugin.integrations.mlflow.sync import sync_from_tracking
 
     idx = open_index(index)
     if sync:

@@ -65,7 +65,7 @@ import faiss
 import filelock
 import numpy as np
 
-from nar_plugin.codec import EMBEDDING_DIM, decode_embedding, encode_embedding
+from nar_plugin.index.codec import EMBEDDING_DIM, decode_embedding, encode_embedding
 from nar_plugin.config import NAR_LOCK_TIMEOUT, nar_home
 from nar_plugin.errors import (
     CorruptArtifactError,

@@ -1,7 +1,7 @@
 """MLflow integration: index every logged model, tag it, deduplicate registrations.
 
 Activation: ``import mlflow`` imports our ``mlflow.run_context_provider`` entry point
-(:mod:`nar_plugin.integrations.mlflow_entrypoint`), which calls :func:`autolog` unless
+(:mod:`nar_plugin.integrations.mlflow.entrypoint`), which calls :func:`autolog` unless
 ``NAR_AUTOLOG=false``. :func:`autolog` wraps two ``MlflowClient`` methods, idempotently and
 revertibly (our own wrapper, not MLflow's private ``safe_patch``). The wrappers sit on the
 service-layer clients that ``MlflowClient`` delegates to, because MLflow imports our entry point
@@ -90,7 +90,7 @@ def _testing() -> bool:
 # ------------------------------------------------------------------ tags
 def nar_tags(graph: Any, vector: Any, encoder: str, num_motifs: int) -> dict[str, str]:
     """The ``nar.*`` tags for an embedded graph (all strings, ~400 chars in total)."""
-    from nar_plugin.codec import encode_embedding
+    from nar_plugin.index.codec import encode_embedding
 
     return {
         TAG_EMBEDDING: encode_embedding(vector),
@@ -103,7 +103,7 @@ def nar_tags(graph: Any, vector: Any, encoder: str, num_motifs: int) -> dict[str
 
 
 def encode_description(desc: dict[str, Any], top_motifs: int = 24) -> str:
-    """:func:`nar_plugin.api.describe_graph` output as compact JSON (a few hundred chars)."""
+    """:func:`nar_plugin.search.api.describe_graph` output as compact JSON (a few hundred chars)."""
     motifs = dict(sorted((desc.get("motifs") or {}).items(), key=lambda kv: -kv[1])[:top_motifs])
     return json.dumps({**desc, "motifs": motifs}, separators=(",", ":"), sort_keys=True)
 
@@ -150,8 +150,8 @@ def index_logged_model(client: Any, model_id: str, local_dir: str | Path) -> dic
     Raises:
         NarError: extraction or embedding failed (the caller records ``error:<Type>``).
     """
-    from nar_plugin.api import describe_graph, index_graph
-    from nar_plugin.embed import embed_graph, encoder_version
+    from nar_plugin.search.api import describe_graph, index_graph
+    from nar_plugin.model.inference import embed_graph, encoder_version
     from nar_plugin.extract.mlflow_model import PickleOnlyModelError, graph_from_mlflow_dir
 
     try:
@@ -230,7 +230,7 @@ def _wrap_log_model_artifacts(original: Callable[..., Any]) -> Callable[..., Any
 def _wrap_create_model_version(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def create_model_version(self: Any, name: str, source: str, *args: Any, **kwargs: Any) -> Any:
-        from nar_plugin.integrations.mlflow_registry import after_create, before_create
+        from nar_plugin.integrations.mlflow.registry import after_create, before_create
 
         policy = "warn"
         plan = None

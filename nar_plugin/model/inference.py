@@ -43,13 +43,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Directory of the shipped weights.
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 _DEFAULT_NAME = "nar-encoder"
 
 
 def make_encoder_version(config: Any, weights_sha256: str) -> str:
     """``nar-v<VOCAB_VERSION>.m<MOTIF_VERSION>-<config hash>-<first 8 hex of the weights hash>``."""
-    from nar_plugin.encoder import config_hash
+    from nar_plugin.model.encoder import config_hash
     from nar_plugin.motifs import MOTIF_VERSION
 
     return f"nar-v{VOCAB_VERSION}.m{MOTIF_VERSION}-{config_hash(config)}-{weights_sha256[:8]}"
@@ -117,9 +117,9 @@ def load_encoder(path: str | os.PathLike[str] | None = None, *, reload: bool = F
 def _load(wpath: Path, jpath: Path) -> LoadedEncoder:
     import torch
 
-    from nar_plugin.encoder import EncoderConfig, NAREncoder
+    from nar_plugin.model.encoder import EncoderConfig, NAREncoder
     from nar_plugin.motifs import MOTIF_VERSION
-    from nar_plugin.train import WEIGHTS_FORMAT, WEIGHTS_FORMAT_VERSION
+    from nar_plugin.training.loop import WEIGHTS_FORMAT, WEIGHTS_FORMAT_VERSION
 
     if not jpath.is_file():
         raise FileNotFoundError(f"encoder metadata {jpath} not found (train with `nar train`)")
@@ -206,7 +206,7 @@ def embed_many(
     """
     import torch
 
-    from nar_plugin.encoder import collate, prepare
+    from nar_plugin.model.encoder import collate, prepare
 
     enc = encoder or load_encoder()
     cfg = enc.config

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from nar_plugin.cli import console, emit, register_command
+from nar_plugin.cli.main import console, emit, register_command
 
 #: ``nar index <sub>`` subcommands: name -> (help, add_args, handler). Other modules (the HF
 #: integration) add theirs with :func:`register_index_command`.
@@ -21,7 +21,7 @@ def register_index_command(name: str, help: str, add_args: Callable[[argparse.Ar
 
 
 def _open_index(args: argparse.Namespace) -> Any:
-    from nar_plugin.api import open_index
+    from nar_plugin.search.api import open_index
 
     return open_index(getattr(args, "index", None))
 
@@ -35,7 +35,7 @@ def _add_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from nar_plugin.api import index_model
+    from nar_plugin.search.api import index_model
 
     if args.key and len(args.sources) != 1:
         raise ValueError("--key names one entry; give exactly one source with it")
@@ -70,7 +70,7 @@ def _rebuild(args: argparse.Namespace) -> int:
     a new database and move the old files aside (``*.corrupt-<time>``).
     """
     from nar_plugin.config import nar_home
-    from nar_plugin.embed import encoder_version
+    from nar_plugin.model.inference import encoder_version
     from nar_plugin.index import EmbeddingIndex, import_jsonl
 
     path = getattr(args, "index", None) or (nar_home() / "index")
@@ -78,7 +78,7 @@ def _rebuild(args: argparse.Namespace) -> int:
         idx = EmbeddingIndex.restore(import_jsonl(args.from_export), path)
         msg = f"restored {len(idx)} entries from {args.from_export}"
     elif args.from_tracking:
-        from nar_plugin.integrations.mlflow_sync import sync_from_tracking
+        from nar_plugin.integrations.mlflow.sync import sync_from_tracking
 
         idx = EmbeddingIndex.restore([], path, encoder_version=encoder_version())
         rep = sync_from_tracking(args.tracking_uri, index=idx, full=True)
@@ -110,7 +110,7 @@ def _sync_args(p: argparse.ArgumentParser) -> None:
 def _sync(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from nar_plugin.integrations.mlflow_sync import sync_from_tracking
+    from nar_plugin.integrations.mlflow.sync import sync_from_tracking
 
     rep = sync_from_tracking(args.tracking_uri, index=_open_index(args), full=args.full)
     emit(args, asdict(rep), lambda: console().print(
@@ -152,7 +152,7 @@ def _similar_args(p: argparse.ArgumentParser) -> None:
 def _similar(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from nar_plugin.api import find_similar
+    from nar_plugin.search.api import find_similar
 
     matches = find_similar(args.query, k=args.k, relation=args.relation, index=args.index)
 
@@ -176,8 +176,8 @@ def _embed_args(p: argparse.ArgumentParser) -> None:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from nar_plugin.codec import encode_embedding
-    from nar_plugin.embed import embed, encoder_version
+    from nar_plugin.index.codec import encode_embedding
+    from nar_plugin.model.inference import embed, encoder_version
 
     v = embed(args.source)
     if args.json:
@@ -201,7 +201,7 @@ def _dedup_args(p: argparse.ArgumentParser) -> None:
 def _dedup(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from nar_plugin.integrations.mlflow_registry import dedup_report
+    from nar_plugin.integrations.mlflow.registry import dedup_report
 
     clusters = dedup_report(tracking_uri=args.tracking_uri, sync=not args.no_sync)
 
@@ -231,7 +231,7 @@ def _serve(args: argparse.Namespace) -> int:
     from nar_plugin.config import NAR_WEBHOOK_SECRET
 
     if args.what == "mlflow-webhook":
-        from nar_plugin.integrations.mlflow_webhook import make_app
+        from nar_plugin.integrations.mlflow.webhook import make_app
 
         app = make_app(NAR_WEBHOOK_SECRET.get())
     else:

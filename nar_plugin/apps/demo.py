@@ -205,9 +205,9 @@ def run_demo(workdir: str | Path = ".nar-demo", server: bool = False, out_map: s
         uri = f"sqlite:///{wd / 'mlflow.db'}"
     import mlflow
 
-    from nar_plugin.api import find_similar
-    from nar_plugin.integrations.mlflow import is_autologging
-    from nar_plugin.integrations.mlflow_registry import DuplicateModelWarning, dedup_report
+    from nar_plugin.search.api import find_similar
+    from nar_plugin.integrations.mlflow.hooks import is_autologging
+    from nar_plugin.integrations.mlflow.registry import DuplicateModelWarning, dedup_report
 
     warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -270,7 +270,7 @@ def run_demo(workdir: str | Path = ".nar-demo", server: bool = False, out_map: s
         echo("\nregistry dedup report:" if clusters else "\nregistry dedup report: no duplicates")
         for c in clusters:
             echo(f"  {c.relation}: {', '.join(c.members)}")
-        from nar_plugin.viz import write_map
+        from nar_plugin.apps.map import write_map
 
         n = write_map(out_map)
         result["map"] = str(Path(out_map).resolve())

@@ -148,7 +148,7 @@ def render_map(points: list[dict[str, Any]], title: str = "nar-plugin: architect
 
 def write_map(out: str | Path, index: Any = None, k: int = 5, seed: int = 0) -> int:
     """Write the map of ``index`` (default: the one under ``NAR_HOME``); returns the point count."""
-    from nar_plugin.api import open_index
+    from nar_plugin.search.api import open_index
 
     points = map_points(open_index(index), k=k, seed=seed)
     Path(out).write_text(render_map(points))

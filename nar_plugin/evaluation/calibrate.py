@@ -16,7 +16,7 @@ excluded: they are ``identical`` by hash, not by threshold. Only real architectu
 (timm, torchvision, transformers): NAS cells of different families differ only in one cell's
 wiring and would dominate the pair counts.
 The result, with the precision and recall each threshold gives, is written to
-``weights/thresholds.json`` and read by :func:`nar_plugin.api.load_thresholds`.
+``weights/thresholds.json`` and read by :func:`nar_plugin.search.api.load_thresholds`.
 """
 
 from __future__ import annotations
@@ -117,8 +117,8 @@ def calibrate_from_corpus(corpus: str | Path | None = None, weights: str | Path 
                           seed: int = 0) -> dict[str, Any]:
     """Embed the corpus (as selected for training) with the encoder in ``weights`` (default:
     shipped) and write ``thresholds.json`` next to it."""
-    from nar_plugin.embed import WEIGHTS_DIR, embed_many, load_encoder
-    from nar_plugin.train import TrainConfig, load_training_corpus, select_items
+    from nar_plugin.model.inference import WEIGHTS_DIR, embed_many, load_encoder
+    from nar_plugin.training.loop import TrainConfig, load_training_corpus, select_items
 
     if corpus is None:
         from nar_plugin.corpus import default_corpus_dir

@@ -5,11 +5,11 @@
   motif pattern (``type_ids``) are masked out: two copies of a ResNet bottleneck in one batch
   are not a contrast the encoder should learn.
 * :func:`supcon_loss` -- graph level, supervised contrastive over family labels (re-exported
-  from :mod:`nar_plugin.baselines`, where the GNN baselines use the same function).
+  from :mod:`nar_plugin.evaluation.baselines`, where the GNN baselines use the same function).
 * :func:`augment_graph` -- a cheap "coding style" perturbation of an ArchGraph: drop or
   duplicate activation nodes and swap the order of nearby independent nodes. Two views of one
   architecture are positives in the graph-level loss. (The encoder itself no longer sees the
-  re-ordering: :func:`~nar_plugin.encoder.prepare` renumbers nodes canonically, which makes
+  re-ordering: :func:`~nar_plugin.model.encoder.prepare` renumbers nodes canonically, which makes
   node-order invariance exact instead of learned.)
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nar_plugin.baselines import info_nce, supcon_loss
+from nar_plugin.evaluation.baselines import info_nce, supcon_loss
 from nar_plugin.graph import ArchGraph
 
 __all__ = ["supcon_loss", "info_nce", "motif_info_nce", "augment_graph", "ACTIVATIONS"]

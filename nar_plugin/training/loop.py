@@ -5,11 +5,11 @@
 1. Load the corpus (:func:`nar_plugin.corpus.load_corpus`; a directory of ``*.jsonl`` records
    with ``key``/``family``/``graph`` also works), keep graphs of ``2..max_nodes`` nodes, at most
    ``max_per_family`` per family (seeded subsample), and split it with
-   :func:`~nar_plugin.splits.split_by_model` (or ``split_by_family``). Only train items are
+   :func:`~nar_plugin.evaluation.splits.split_by_model` (or ``split_by_family``). Only train items are
    trained on; test items are only embedded for the periodic evaluation.
-2. Prepare every training graph once (:func:`~nar_plugin.encoder.prepare`: motif sampling,
+2. Prepare every training graph once (:func:`~nar_plugin.model.encoder.prepare`: motif sampling,
    index tensors, ``contexts_per_graph`` context graphs) plus one augmented "other coding
-   style" view (:func:`~nar_plugin.losses.augment_graph`).
+   style" view (:func:`~nar_plugin.training.losses.augment_graph`).
 3. Each step takes a batch of families x members (so anchors have positives), both views of
    every item, and minimises
 
@@ -40,14 +40,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nar_plugin.encoder import EncoderConfig, NAREncoder, PreparedGraph, collate, prepare
-from nar_plugin.evaluate import DEFAULT_KS, retrieval_metrics
+from nar_plugin.model.encoder import EncoderConfig, NAREncoder, PreparedGraph, collate, prepare
+from nar_plugin.evaluation.metrics import DEFAULT_KS, retrieval_metrics
 from nar_plugin.graph import VOCAB_VERSION, ArchGraph
-from nar_plugin.losses import augment_graph, motif_info_nce, supcon_loss
+from nar_plugin.training.losses import augment_graph, motif_info_nce, supcon_loss
 from nar_plugin.motifs import MOTIF_VERSION
-from nar_plugin.splits import Split, split_by_family, split_by_model
-from nar_plugin.torch_utils import seeded as _seeded
-from nar_plugin.torch_utils import torch_threads as _threads
+from nar_plugin.evaluation.splits import Split, split_by_family, split_by_model
+from nar_plugin.utils.torch_context import seeded as _seeded
+from nar_plugin.utils.torch_context import torch_threads as _threads
 
 __all__ = [
     "WEIGHTS_FORMAT",
@@ -358,12 +358,12 @@ def save_weights(model: NAREncoder, out_dir: str | os.PathLike[str], card: dict[
     """Write ``<name>.pt`` (inference state dict, no classification head) and ``<name>.json``.
 
     The JSON gets the format/vocabulary/motif versions, the inference config, the weights'
-    SHA-256 and the :func:`~nar_plugin.embed.make_encoder_version` string on top of ``card``.
+    SHA-256 and the :func:`~nar_plugin.model.inference.make_encoder_version` string on top of ``card``.
 
     Returns:
         ``(weights path, json path, encoder version)``.
     """
-    from nar_plugin.embed import make_encoder_version
+    from nar_plugin.model.inference import make_encoder_version
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -639,7 +639,7 @@ def compare_with_baselines(
 
     Every method sees the same items (:func:`select_items` with the run's ``max_nodes``,
     ``max_per_family`` and ``seed``) and the same split; queries = gallery = test items
-    (:func:`~nar_plugin.baselines.run_baselines`' protocol). Writes ``results_<split>.json``
+    (:func:`~nar_plugin.evaluation.baselines.run_baselines`' protocol). Writes ``results_<split>.json``
     to ``out_dir`` and returns the same dict (``results``: ``{method: metrics}``).
 
     Args:
@@ -648,11 +648,11 @@ def compare_with_baselines(
         split: ``"by_model"`` or ``"by_family"``.
         epochs: NAR epochs.
         seed: the seed of everything.
-        baselines: names from :data:`nar_plugin.baselines.BASELINES`.
+        baselines: names from :data:`nar_plugin.evaluation.baselines.BASELINES`.
         gnn_epochs: epochs of the GCN/GAT baselines.
         **options: further :class:`TrainConfig` fields for NAR.
     """
-    from nar_plugin.baselines import run_baselines
+    from nar_plugin.evaluation.baselines import run_baselines
 
     cfg = TrainConfig(epochs=epochs, seed=seed, split=split, **options)
     entries = load_training_corpus(corpus_dir, cfg.sources)

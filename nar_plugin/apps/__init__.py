@@ -1,0 +1,1 @@
+"""End-user applications built on the library: ``nar demo`` and ``nar map``."""

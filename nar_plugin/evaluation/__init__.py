@@ -1,0 +1,1 @@
+"""Retrieval metrics, splits, baselines, the ``nar eval`` runner and threshold calibration."""

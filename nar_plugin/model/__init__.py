@@ -1,0 +1,1 @@
+"""The NAR encoder: features, layers, weights format and inference (``embed``)."""

@@ -1,0 +1,1 @@
+"""Search over the index: relations, results, ``find_similar`` / ``check_duplicate`` / ``index_model``."""

@@ -1,0 +1,1 @@
+"""Training the encoder: data, losses, augmentation, the loop (``nar train``)."""
