@@ -7,6 +7,8 @@ what was expected and what was found.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "NarError",
     "UnsupportedModelError",
@@ -26,6 +28,8 @@ __all__ = [
     "KeyExistsError",
     "InvalidVectorError",
     "InvalidQueryError",
+    "PickleOnlyModelError",
+    "StaleCorpusError",
 ]
 
 
@@ -152,3 +156,24 @@ class InvalidVectorError(NarError, ValueError):
 
 class InvalidQueryError(NarError, ValueError):
     """An index call got a malformed argument (``k``, ``filter``, key, metadata) or a closed index."""
+
+
+class PickleOnlyModelError(UnsupportedModelError):
+    """The saved model is a pickle; reading it needs ``NAR_TRUST_PICKLE=true``."""
+
+
+class StaleCorpusError(CorruptArtifactError):
+    """The corpus on disk was written with another corpus format or vocabulary version.
+
+    Inherits :class:`~nar_plugin.errors.CorruptArtifactError` (and so ``ValueError``).
+    """
+
+    def __init__(self, path: Any, what: str, found: Any, expected: Any) -> None:
+        super().__init__(
+            f"corpus at {path} has {what} {found!r}, this nar-plugin writes {expected!r}: its graphs "
+            "are stale. Rebuild it with `nar corpus build --rebuild` (or build_corpus(..., rebuild=True))",
+            str(path),
+        )
+        self.what = what
+        self.found = found
+        self.expected = expected

@@ -26,6 +26,7 @@ from typing import Any
 from nar_plugin.corpus.options import SOURCES, CorpusOptions
 from nar_plugin.corpus.pool import SOURCE_MODULES, WorkerPool
 from nar_plugin.corpus.store import CorpusStore, load_records
+from nar_plugin.utils.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -139,58 +140,6 @@ def _fill_totals(s: SourceSummary, records: Iterable[Mapping[str, Any]]) -> None
     s.reasons = reasons
 
 
-class _Progress:
-    """rich progress bars on a terminal; periodic log lines otherwise (nohup, CI)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._bar: Any = None
-        self._ids: dict[str, Any] = {}
-        self._last_log = 0.0
-        self._counts: dict[str, list[int]] = {}
-        if enabled:
-            from rich.console import Console
-
-            console = Console(stderr=True)
-            if console.is_terminal:
-                from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                           TimeElapsedColumn, TimeRemainingColumn)
-
-                self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("ok {task.fields[ok]} failed {task.fields[failed]}"),
-                                     TimeElapsedColumn(), TimeRemainingColumn(), console=console)
-
-    def __enter__(self) -> _Progress:
-        if self._bar is not None:
-            self._bar.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-    def add(self, source: str, n: int) -> None:
-        c = self._counts.setdefault(source, [0, 0, 0, 0])  # total, done, ok, failed
-        c[0] += n
-        if self._bar is not None:
-            if source not in self._ids:
-                self._ids[source] = self._bar.add_task(source, total=n, ok=0, failed=0)
-            else:
-                self._bar.update(self._ids[source], total=c[0])
-
-    def advance(self, source: str, status: str) -> None:
-        c = self._counts[source]
-        c[1] += 1
-        c[2] += status == "ok"
-        c[3] += status == "error"
-        if self._bar is not None:
-            self._bar.update(self._ids[source], advance=1, ok=c[2], failed=c[3])
-        elif self.enabled and time.monotonic() - self._last_log > 30:
-            self._last_log = time.monotonic()
-            logger.info("%s: %d/%d done, %d ok, %d failed, %d skipped", source, c[1], c[0], c[2], c[3],
-                        c[1] - c[2] - c[3])
-
-
 def build_corpus(sources: Sequence[str] = SOURCES, out_dir: str | os.PathLike[str] | None = None,
                  workers: int = 2, limit: int | None = None, progress: bool = True, *,
                  options: CorpusOptions | None = None, rebuild: bool = False) -> CorpusSummary:
@@ -225,7 +174,8 @@ def build_corpus(sources: Sequence[str] = SOURCES, out_dir: str | os.PathLike[st
     store = CorpusStore(out, rebuild=rebuild)
     summary = CorpusSummary(out, {s: SourceSummary(s) for s in sources}, workers=workers)
     t_all = time.perf_counter()
-    with WorkerPool(workers, warm=sources, timeout_s=opts.timeout_s) as pool, _Progress(progress) as bar:
+    with WorkerPool(workers, warm=sources, timeout_s=opts.timeout_s) as pool, Progress(enabled=None if progress else False, log_every=30.0 if progress else 0.0,
+                                                                      counters=("ok", "failed")) as bar:
         for src in sources:
             _build_source(src, mods[src], store, opts, pool, bar, summary.sources[src])
     summary.seconds = time.perf_counter() - t_all
@@ -234,7 +184,7 @@ def build_corpus(sources: Sequence[str] = SOURCES, out_dir: str | os.PathLike[st
 
 
 def _build_source(src: str, mod: Any, store: CorpusStore, opts: CorpusOptions, pool: WorkerPool,
-                  bar: _Progress, s: SourceSummary) -> None:
+                  bar: Progress, s: SourceSummary) -> None:
     records = {r["key"]: r for r in store.records(src, repair=True)}
     if opts.retry_failed:
         failed = [k for k, r in records.items() if r["status"] == "error"]
@@ -259,7 +209,7 @@ def _build_source(src: str, mod: Any, store: CorpusStore, opts: CorpusOptions, p
         s.tried += 1
         s.built += rec["status"] == "ok"
         s.failed += rec["status"] == "error"
-        bar.advance(src, rec["status"])
+        bar.advance(task=src, ok=int(rec["status"] == "ok"), failed=int(rec["status"] == "error"))
         if len(buffer) >= FLUSH_EVERY or time.monotonic() - last_flush[0] > FLUSH_SECONDS:
             flush()
 
@@ -271,7 +221,7 @@ def _build_source(src: str, mod: Any, store: CorpusStore, opts: CorpusOptions, p
                 break
             planned += len(tasks)
             logger.info("%s: %d items to build (%d cached)", src, len(tasks), s.cached)
-            bar.add(src, len(tasks))
+            bar.add_task(src, len(tasks))
             pool.run(tasks, on_result)
             flush()
     finally:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nar_plugin.errors import CorruptArtifactError
+from nar_plugin.errors import CorruptArtifactError, StaleCorpusError
 from nar_plugin.graph import VOCAB_VERSION, ArchGraph
 
 logger = logging.getLogger(__name__)
@@ -49,23 +49,6 @@ CORPUS_FORMAT = "nar-corpus"
 CORPUS_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SHARD_SUFFIX = ".jsonl.gz"
-
-
-class StaleCorpusError(CorruptArtifactError):
-    """The corpus on disk was written with another corpus format or vocabulary version.
-
-    Inherits :class:`~nar_plugin.errors.CorruptArtifactError` (and so ``ValueError``).
-    """
-
-    def __init__(self, path: Path, what: str, found: Any, expected: Any) -> None:
-        super().__init__(
-            f"corpus at {path} has {what} {found!r}, this nar-plugin writes {expected!r}: its graphs "
-            "are stale. Rebuild it with `nar corpus build --rebuild` (or build_corpus(..., rebuild=True))",
-            str(path),
-        )
-        self.what = what
-        self.found = found
-        self.expected = expected
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from nar_plugin.config import NAR_TRUST_PICKLE
-from nar_plugin.errors import CorruptArtifactError, UnsupportedModelError
+from nar_plugin.errors import CorruptArtifactError, PickleOnlyModelError, UnsupportedModelError
 from nar_plugin.graph import ArchGraph
 
 __all__ = ["read_mlmodel", "graph_from_mlflow_dir", "PickleOnlyModelError"]
-
-
-class PickleOnlyModelError(UnsupportedModelError):
-    """The saved model is a pickle; reading it needs ``NAR_TRUST_PICKLE=true``."""
 
 
 def read_mlmodel(model_dir: str | Path) -> dict[str, Any]:

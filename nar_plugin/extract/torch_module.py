@@ -12,22 +12,13 @@ from __future__ import annotations
 import logging
 import operator
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
-from nar_plugin.errors import ExampleInputsError, GraphExtractionError
-from nar_plugin.extract.ops import (
-    EMPTY,
-    POSITIONAL,
-    CANON,
-    Value,
-    base_name,
-    conv_attrs,
-    dense_attrs,
-    lower_op,
-    pool_attrs,
-)
-from nar_plugin.graph import NO_ATTRS, ArchGraph, GraphBuilder
+from nar_plugin.errors import GraphExtractionError
+from nar_plugin.extract.leaves import is_leaf, leaf_table
+from nar_plugin.extract.meta import eager_run, fast_meta_mode, infer_example_inputs, is_meta_module, meta_args, meta_copy
+from nar_plugin.extract.ops import EMPTY, POSITIONAL, CANON, Value, base_name, lower_op
+from nar_plugin.graph import ArchGraph, GraphBuilder
 
 logger = logging.getLogger(__name__)
 
@@ -35,271 +26,6 @@ __all__ = ["graph_from_module", "infer_example_inputs", "trace_fx", "trace_expor
            "leaf_table", "meta_copy"]
 
 
-# ------------------------------------------------------------------ leaf modules
-def _leaf_table() -> dict[type, Callable[[Any, Value, tuple[int, ...] | None, GraphBuilder], Value]]:
-    """torch.nn module classes we lower directly (fx treats them as leaves)."""
-    import torch.nn as nn
-
-    def conv(m: Any, x: Value, out: tuple[int, ...] | None, b: GraphBuilder) -> Value:
-        k = max(m.kernel_size) if isinstance(m.kernel_size, tuple) else int(m.kernel_size)
-        s = max(m.stride) if isinstance(m.stride, tuple) else int(m.stride)
-        attrs = conv_attrs((1, m.in_channels), (1, m.out_channels), k, s, m.groups)
-        op = "conv_transpose" if isinstance(m, nn.modules.conv._ConvTransposeNd) else "conv"
-        return Value(b.add(op, [x.ref], attrs), out)
-
-    def linear(m: Any, x: Value, out: tuple[int, ...] | None, b: GraphBuilder) -> Value:
-        return Value(b.add("linear", [x.ref], dense_attrs(m.in_features, m.out_features)), out)
-
-    def simple(op: str) -> Callable[..., Value]:
-        def f(m: Any, x: Value, out: tuple[int, ...] | None, b: GraphBuilder) -> Value:
-            return Value(b.add(op, [x.ref]), out)
-        return f
-
-    def norm(op: str, attr: str) -> Callable[..., Value]:
-        def f(m: Any, x: Value, out: tuple[int, ...] | None, b: GraphBuilder) -> Value:
-            w = getattr(m, attr, None)
-            if isinstance(w, (tuple, list)):
-                w = w[-1] if w else None
-            return Value(b.add(op, [x.ref], dense_attrs(w, w)), out)
-        return f
-
-    def pool(op: str) -> Callable[..., Value]:
-        def f(m: Any, x: Value, out: tuple[int, ...] | None, b: GraphBuilder) -> Value:
-            return Value(b.add(op, [x.ref], pool_attrs(m.kernel_size, m.stride)), out)
-        return f
-
-    def fold(m: Any, x: Value, out: tuple[int, ...] | None, b: GraphBuilder) -> Value:
-        return Value(x.ref, out)
-
-    def embedding(m: Any, x: Value, out: tuple[int, ...] | None, b: GraphBuilder) -> Value:
-        if x.is_const:
-            return Value(EMPTY, out)
-        return Value(b.add("embedding", [x.ref], dense_attrs(m.num_embeddings, m.embedding_dim)), out)
-
-    def rnn(op: str) -> Callable[..., Value]:
-        def f(m: Any, x: Value, out: tuple[int, ...] | None, b: GraphBuilder) -> Value:
-            return Value(b.add(op, [x.ref], dense_attrs(m.input_size, m.hidden_size)), out)
-        return f
-
-    def mha(m: Any, x: Value, out: tuple[int, ...] | None, b: GraphBuilder) -> Value:
-        # nn.MultiheadAttention = packed in-projection, attention, out-projection (what
-        # torch.export shows for it), so both tracers agree
-        e = m.embed_dim
-        q = b.add("linear", [x.ref], dense_attrs(e, 3 * e))
-        a = b.add("attention", [q])
-        return Value(b.add("linear", [a], dense_attrs(e, e)), out)
-
-    def hardtanh(m: Any, x: Value, out: tuple[int, ...] | None, b: GraphBuilder) -> Value:
-        op = "relu6" if (m.min_val, m.max_val) == (0.0, 6.0) else "clamp"
-        return Value(b.add(op, [x.ref]), out)
-
-    table: dict[type, Any] = {
-        nn.Conv1d: conv, nn.Conv2d: conv, nn.Conv3d: conv,
-        nn.ConvTranspose1d: conv, nn.ConvTranspose2d: conv, nn.ConvTranspose3d: conv,
-        nn.Linear: linear,
-        nn.BatchNorm1d: norm("batch_norm", "num_features"), nn.BatchNorm2d: norm("batch_norm", "num_features"),
-        nn.BatchNorm3d: norm("batch_norm", "num_features"), nn.SyncBatchNorm: norm("batch_norm", "num_features"),
-        nn.LayerNorm: norm("layer_norm", "normalized_shape"), nn.GroupNorm: norm("group_norm", "num_channels"),
-        nn.InstanceNorm1d: norm("instance_norm", "num_features"), nn.InstanceNorm2d: norm("instance_norm", "num_features"),
-        nn.InstanceNorm3d: norm("instance_norm", "num_features"),
-        nn.ReLU: simple("relu"), nn.ReLU6: simple("relu6"), nn.GELU: simple("gelu"), nn.SiLU: simple("silu"),
-        nn.Sigmoid: simple("sigmoid"), nn.Tanh: simple("tanh"), nn.Hardswish: simple("hardswish"),
-        nn.Hardsigmoid: simple("hardsigmoid"), nn.Mish: simple("mish"), nn.ELU: simple("elu"),
-        nn.CELU: simple("elu"), nn.SELU: simple("elu"), nn.LeakyReLU: simple("leaky_relu"),
-        nn.PReLU: simple("prelu"), nn.Softplus: simple("softplus"), nn.Softmax: simple("softmax"),
-        nn.LogSoftmax: simple("log_softmax"), nn.Hardtanh: hardtanh,
-        nn.MaxPool1d: pool("max_pool"), nn.MaxPool2d: pool("max_pool"), nn.MaxPool3d: pool("max_pool"),
-        nn.AvgPool1d: pool("avg_pool"), nn.AvgPool2d: pool("avg_pool"), nn.AvgPool3d: pool("avg_pool"),
-        nn.AdaptiveAvgPool1d: simple("adaptive_avg_pool"), nn.AdaptiveAvgPool2d: simple("adaptive_avg_pool"),
-        nn.AdaptiveAvgPool3d: simple("adaptive_avg_pool"), nn.AdaptiveMaxPool2d: simple("adaptive_max_pool"),
-        nn.AdaptiveMaxPool1d: simple("adaptive_max_pool"),
-        nn.Upsample: simple("upsample"), nn.UpsamplingNearest2d: simple("upsample"),
-        nn.UpsamplingBilinear2d: simple("upsample"), nn.PixelShuffle: simple("pixel_shuffle"),
-        nn.PixelUnshuffle: simple("pixel_shuffle"),
-        nn.ZeroPad2d: simple("pad"), nn.ConstantPad2d: simple("pad"), nn.ReflectionPad2d: simple("pad"),
-        nn.Identity: fold, nn.Dropout: fold, nn.Dropout1d: fold, nn.Dropout2d: fold, nn.Dropout3d: fold,
-        nn.AlphaDropout: fold, nn.Flatten: fold, nn.Unflatten: fold,
-        nn.Embedding: embedding, nn.LSTM: rnn("lstm"), nn.GRU: rnn("gru"), nn.RNN: rnn("rnn"),
-        nn.MultiheadAttention: mha,
-    }
-    if hasattr(nn, "RMSNorm"):
-        table[nn.RMSNorm] = norm("rms_norm", "normalized_shape")
-    return table
-
-
-_LEAVES: dict[type, Any] | None = None
-
-
-def leaf_table() -> dict[type, Any]:
-    global _LEAVES
-    if _LEAVES is None:
-        _LEAVES = _leaf_table()
-    return _LEAVES
-
-
-def _is_leaf(m: Any) -> bool:
-    return type(m) in leaf_table()
-
-
-# ------------------------------------------------------------------ inputs
-def is_meta_module(module: Any) -> bool:
-    """True when every parameter and buffer of ``module`` lives on the meta device."""
-    tensors = list(module.parameters()) + list(module.buffers())
-    return bool(tensors) and all(t.is_meta for t in tensors)
-
-
-def _device(module: Any) -> Any:
-    import torch
-
-    for t in list(module.parameters()) + list(module.buffers()):
-        return t.device
-    return torch.device("meta")
-
-
-_SPATIAL_CANDIDATES = (224, 32, 28, 64, 96, 128, 256, 299, 512, 16)
-
-
-def infer_example_inputs(module: Any) -> tuple[Any, ...]:
-    """Guess example inputs from the model's config or its first layer.
-
-    timm models carry ``pretrained_cfg["input_size"]``; otherwise the first leaf layer decides
-    (conv: channels x a spatial size that runs, linear: features, embedding: token ids,
-    recurrent: a short sequence). Candidates are checked by an eager forward on meta tensors.
-
-    Raises:
-        ExampleInputsError: nothing sensible could be inferred; pass ``example_inputs``.
-    """
-    import torch
-    import torch.nn as nn
-
-    dev = _device(module)
-    cands: list[tuple[Any, ...]] = []
-    cfg = getattr(module, "pretrained_cfg", None) or getattr(module, "default_cfg", None)
-    if isinstance(cfg, dict) and cfg.get("input_size"):
-        cands.append((torch.zeros((1, *cfg["input_size"]), device=dev),))
-    first = next((m for m in module.modules() if _is_leaf(m) and not isinstance(m, (nn.Identity, nn.Dropout))), None)
-    if isinstance(first, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        c = first.in_channels
-        nd = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[type(first)]
-        for s in _SPATIAL_CANDIDATES:
-            sizes = {1: (s * 4,), 2: (s, s), 3: (8, s // 2 or 1, s // 2 or 1)}[nd]
-            cands.append((torch.zeros((1, c, *sizes), device=dev),))
-    elif isinstance(first, nn.Linear):
-        cands.append((torch.zeros((1, first.in_features), device=dev),))
-        cands.append((torch.zeros((1, 16, first.in_features), device=dev),))
-    elif isinstance(first, nn.Embedding):
-        cands.append((torch.zeros((1, 16), dtype=torch.long, device=dev),))
-    elif isinstance(first, (nn.LSTM, nn.GRU, nn.RNN)):
-        shape = (1, 16, first.input_size) if first.batch_first else (16, 1, first.input_size)
-        cands.append((torch.zeros(shape, device=dev),))
-    elif isinstance(first, (nn.LayerNorm,)):
-        cands.append((torch.zeros((1, 16, *first.normalized_shape), device=dev),))
-    for args in cands:
-        if _eager_ok(module, args):
-            return args
-    found = type(first).__name__ if first is not None else "no recognised first layer"
-    raise ExampleInputsError(
-        f"cannot infer example inputs for {type(module).__name__} (first layer: {found}); "
-        "pass example_inputs=(tensor, ...) shaped like a real batch"
-    )
-
-
-def _meta_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    import torch
-
-    def f(x: Any) -> Any:
-        if isinstance(x, torch.Tensor):
-            return torch.empty(x.shape, dtype=x.dtype, device="meta")
-        if isinstance(x, (list, tuple)):
-            return type(x)(f(y) for y in x)
-        if isinstance(x, dict):
-            return {k: f(v) for k, v in x.items()}
-        return x
-    return f(args)
-
-
-def _meta_state(module: Any) -> dict[str, Any]:
-    import torch
-
-    state = {}
-    for name, t in list(module.named_parameters()) + list(module.named_buffers()):
-        state[name] = t if t.is_meta else torch.empty(t.shape, dtype=t.dtype, device="meta")
-    return state
-
-
-def meta_copy(module: Any) -> Any:
-    """A copy of ``module`` whose parameters and buffers are empty meta tensors.
-
-    ``copy.deepcopy`` with a memo pre-seeded with meta replacements, so real weights are never
-    copied (a 7B model costs nothing) and the user's module is left untouched.
-    """
-    import copy
-
-    import torch
-
-    memo: dict[int, Any] = {}
-    for p in module.parameters():
-        memo[id(p)] = torch.nn.Parameter(torch.empty(p.shape, dtype=p.dtype, device="meta"),
-                                         requires_grad=p.requires_grad)
-    for buf in module.buffers():
-        memo[id(buf)] = torch.empty(buf.shape, dtype=buf.dtype, device="meta")
-    return copy.deepcopy(module, memo)
-
-
-def _fast_meta_mode() -> Any:
-    """A dispatch mode that answers batch-norm on meta tensors by shape alone.
-
-    torch computes meta batch-norm through a Python decomposition (~5 ms a call, most of an fx
-    faithfulness check on a ResNet); its output shape is simply the input's. Scoped to our own
-    meta runs; every other op runs unchanged.
-    """
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    aten = torch.ops.aten
-    bn_ops = {aten.native_batch_norm.default, aten._native_batch_norm_legit_no_training.default,
-              aten._native_batch_norm_legit.default}
-
-    class _FastMeta(TorchDispatchMode):
-        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-            if func in bn_ops and args and getattr(args[0], "is_meta", False):
-                x = args[0]
-                return torch.empty_like(x), x.new_empty((0,)), x.new_empty((0,))
-            return func(*args, **(kwargs or {}))
-
-    return _FastMeta()
-
-
-def _eager_ok(module: Any, args: tuple[Any, ...]) -> bool:
-    try:
-        _eager_run(module, args)
-        return True
-    except Exception:  # noqa: BLE001 - probing candidate shapes; any failure means "not this one"
-        return False
-
-
-def _eager_run(module: Any, args: tuple[Any, ...], counts: Counter[str] | None = None) -> Any:
-    """Forward on meta tensors (weights never touched), optionally counting leaf-module calls."""
-    import torch
-    from torch.func import functional_call
-
-    handles = []
-    if counts is not None:
-        for name, m in module.named_modules():
-            if _is_leaf(m):
-                handles.append(m.register_forward_hook(
-                    lambda *_a, _n=name: counts.__setitem__(_n, counts[_n] + 1)))
-    try:
-        with torch.no_grad(), _fast_meta_mode():
-            if is_meta_module(module) or not list(module.parameters()):
-                return module(*_meta_args(args))
-            return functional_call(module, _meta_state(module), _meta_args(args))
-    finally:
-        for h in handles:
-            h.remove()
-
-
-# ------------------------------------------------------------------ fx
 def trace_fx(module: Any, num_args: int = 1) -> Any:
     """Symbolically trace with our leaf set (torch.nn layers we lower directly).
 
@@ -323,7 +49,7 @@ def trace_fx(module: Any, num_args: int = 1) -> Any:
 
     class _Tracer(torch.fx.Tracer):
         def is_leaf_module(self, m: Any, qualname: str) -> bool:  # noqa: ARG002
-            return _is_leaf(m)
+            return is_leaf(m)
 
     tracer = _Tracer()
     graph = tracer.trace(module, concrete_args=concrete or None)
@@ -408,9 +134,9 @@ def _fx_faithful(module: Any, gm: Any, args: tuple[Any, ...]) -> tuple[bool, str
     from torch.fx.passes.shape_prop import ShapeProp
 
     counts: Counter[str] = Counter()
-    eager_out = _eager_run(module, args, counts)
-    with torch.no_grad(), _fast_meta_mode():
-        ShapeProp(gm).propagate(*_meta_args(args))
+    eager_out = eager_run(module, args, counts)
+    with torch.no_grad(), fast_meta_mode():
+        ShapeProp(gm).propagate(*meta_args(args))
     fx_counts = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
     out_node = next(n for n in gm.graph.nodes if n.op == "output")
     fx_out = out_node.args[0]
@@ -446,8 +172,8 @@ def trace_export(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | No
     import torch
 
     if is_meta_module(module):
-        args = _meta_args(args)
-        kwargs = _meta_args((kwargs or {},))[0] if kwargs else None
+        args = meta_args(args)
+        kwargs = meta_args((kwargs or {},))[0] if kwargs else None
     with torch.no_grad():
         return torch.export.export(module, args, kwargs=kwargs, strict=False)
 
@@ -473,7 +199,7 @@ def graph_from_module(module: Any, example_inputs: Any = None, tracer: str = "au
     if not is_meta_module(module) and any(True for _ in module.parameters()):
         module = meta_copy(module)
         if example_inputs is not None:
-            example_inputs = _meta_args(example_inputs if isinstance(example_inputs, tuple) else (example_inputs,))
+            example_inputs = meta_args(example_inputs if isinstance(example_inputs, tuple) else (example_inputs,))
     was_training = module.training
     module.eval()
     try:

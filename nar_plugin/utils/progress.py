@@ -1,4 +1,7 @@
-"""Progress display: a rich bar on a terminal, nothing (or periodic log lines) elsewhere."""
+"""Progress display: a rich bar on a terminal, periodic log lines (or nothing) elsewhere.
+
+The one progress wrapper of the package (corpus build, training, bulk indexing, the CLI).
+"""
 
 from __future__ import annotations
 
@@ -14,28 +17,45 @@ _log = logging.getLogger(__name__)
 
 
 class Progress:
-    """One progress display for loops in the CLI, the corpus build, training and bulk indexing.
+    """Progress of one or more named tasks, with optional counters (``ok``, ``failed``, ...).
 
-    Use as a context manager: ``with Progress("indexing", total=n) as bar: bar.advance()``.
+    Use as a context manager::
+
+        with Progress("indexing", total=n) as bar:      # one task
+            bar.advance()
+        with Progress(counters=("ok", "failed")) as bar:  # several tasks with counters
+            bar.add_task("timm", total=1371)
+            bar.advance(task="timm", ok=1)
 
     Args:
-        description: the label shown beside the bar.
-        total: number of steps, when known.
-        enabled: ``None`` = show a bar only when stderr is a terminal; ``False`` = silent;
+        description: label of the default task (created when given).
+        total: steps of the default task, when known.
+        enabled: ``None`` = a bar only when stderr is a terminal; ``False`` = no bar;
             ``True`` = always a bar.
-        log_every: seconds between log lines when no bar is shown (``0`` = no lines).
+        log_every: seconds between log lines when no bar is shown (``0`` = none).
+        counters: names of counters shown beside each bar and in the log lines.
     """
 
-    def __init__(self, description: str, total: int | None = None, *, enabled: bool | None = None,
-                 log_every: float = 0.0) -> None:
-        self.description = description
-        self.total = total
-        self.completed = 0
+    def __init__(self, description: str | None = None, total: int | None = None, *,
+                 enabled: bool | None = None, log_every: float = 0.0,
+                 counters: tuple[str, ...] = ()) -> None:
         self._show = sys.stderr.isatty() if enabled is None else enabled
         self._log_every = log_every
         self._last_log = time.monotonic()
+        self._counters = counters
         self._bar: Any = None
-        self._task: Any = None
+        self._ids: dict[str, Any] = {}
+        self.totals: dict[str, int | None] = {}
+        self.done: dict[str, int] = {}
+        self.counts: dict[str, dict[str, int]] = {}
+        self._default = description
+        if description is not None:
+            self.add_task(description, total)
+
+    @property
+    def completed(self) -> int:
+        """Steps done in all tasks."""
+        return sum(self.done.values())
 
     def __enter__(self) -> Progress:
         if self._show:
@@ -43,10 +63,13 @@ class Progress:
                                        TimeRemainingColumn)
             from rich.progress import Progress as RichProgress
 
-            self._bar = RichProgress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+            cols: list[Any] = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
+            if self._counters:
+                cols.append(TextColumn(" ".join(f"{c} {{task.fields[{c}]}}" for c in self._counters)))
+            self._bar = RichProgress(*cols, TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
             self._bar.__enter__()
-            self._task = self._bar.add_task(self.description, total=self.total)
+            for name in self.totals:
+                self._ids[name] = self._bar.add_task(name, total=self.totals[name], **self.counts[name])
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
@@ -54,21 +77,45 @@ class Progress:
             self._bar.__exit__(et, ev, tb)
             self._bar = None
 
-    def update(self, *, description: str | None = None, total: int | None = None) -> None:
-        """Change the label or the total while running."""
-        if description is not None:
-            self.description = description
-        if total is not None:
-            self.total = total
+    def add_task(self, name: str, total: int | None = None) -> None:
+        """Add a task, or add ``total`` more steps to an existing one."""
+        if name in self.totals:
+            old = self.totals[name]
+            self.totals[name] = None if total is None or old is None else old + total
+        else:
+            self.totals[name] = total
+            self.done[name] = 0
+            self.counts[name] = {c: 0 for c in self._counters}
+            if self._bar is not None:
+                self._ids[name] = self._bar.add_task(name, total=total, **self.counts[name])
+                return
         if self._bar is not None:
-            self._bar.update(self._task, description=self.description, total=self.total)
+            self._bar.update(self._ids[name], total=self.totals[name])
 
-    def advance(self, n: int = 1) -> None:
-        """Count ``n`` more steps done."""
-        self.completed += n
+    def update(self, *, description: str | None = None, total: int | None = None) -> None:
+        """Change the default task's label or total while running."""
+        name = self._task(None)
+        if total is not None:
+            self.totals[name] = total
         if self._bar is not None:
-            self._bar.advance(self._task, n)
+            self._bar.update(self._ids[name], description=description or name, total=self.totals[name])
+
+    def advance(self, n: int = 1, *, task: str | None = None, **counts: int) -> None:
+        """Count ``n`` more steps of ``task`` (default task when omitted) and bump counters."""
+        name = self._task(task)
+        self.done[name] += n
+        for c, k in counts.items():
+            self.counts[name][c] = self.counts[name].get(c, 0) + k
+        if self._bar is not None:
+            self._bar.update(self._ids[name], advance=n, **self.counts[name])
         elif self._log_every and time.monotonic() - self._last_log >= self._log_every:
             self._last_log = time.monotonic()
-            of = f"/{self.total}" if self.total is not None else ""
-            _log.info("%s: %d%s", self.description, self.completed, of)
+            of = f"/{self.totals[name]}" if self.totals[name] is not None else ""
+            extra = "".join(f", {v} {c}" for c, v in self.counts[name].items())
+            _log.info("%s: %d%s done%s", name, self.done[name], of, extra)
+
+    def _task(self, task: str | None) -> str:
+        name = task if task is not None else self._default
+        if name is None or name not in self.totals:
+            raise KeyError(f"no progress task {name!r}; add it with add_task()")
+        return name
