@@ -229,3 +229,15 @@ def test_import_is_light() -> None:
             " if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_name_source_says_which_extra_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without timm, a timm name is reported with the pip line, not as an unknown name only."""
+    import sys
+
+    from nar_plugin.errors import UnsupportedModelError
+    from nar_plugin.extract import extract_graph
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm -> ModuleNotFoundError
+    with pytest.raises(UnsupportedModelError, match=r"timm \(pip install 'nar-plugin\[timm\]'\) is not installed"):
+        extract_graph("resnet18")

@@ -14,6 +14,7 @@ from typing import Any
 
 from nar_plugin.errors import CorruptArtifactError, UnsupportedModelError
 from nar_plugin.graph import ArchGraph
+from nar_plugin.utils.deps import is_available
 
 __all__ = ["extract_graph", "source_kind", "TORCH_LOCK"]
 
@@ -96,7 +97,11 @@ def source_kind(source: Any) -> str:
             return "timm"
         if _is_hf_model_type(s):
             return "hf-config"
-        raise UnsupportedModelError(f"{s!r} is not a file, a timm model name or a transformers model type; expected {ACCEPTED}")
+        missing = [f"{m} (pip install 'nar-plugin[{x}]')" for m, x in (("timm", "timm"), ("transformers", "hf"))
+                   if not is_available(m)]
+        hint = f"; note that {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed" if missing else ""
+        raise UnsupportedModelError(
+            f"{s!r} is not a file, a timm model name or a transformers model type; expected {ACCEPTED}{hint}")
     raise UnsupportedModelError(f"cannot extract a graph from {type(source).__name__}; expected {ACCEPTED}")
 
 

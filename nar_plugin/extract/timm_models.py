@@ -6,16 +6,13 @@ from typing import Any
 
 from nar_plugin.errors import MissingDependencyError, UnsupportedModelError
 from nar_plugin.graph import ArchGraph
+from nar_plugin.utils.deps import require
 
 __all__ = ["is_timm_name", "build_meta_timm", "graph_from_timm", "timm_family"]
 
 
 def _timm() -> Any:
-    try:
-        import timm
-    except ImportError as e:
-        raise MissingDependencyError("timm", "timm") from e
-    return timm
+    return require("timm", "timm")
 
 
 def is_timm_name(name: str) -> bool:

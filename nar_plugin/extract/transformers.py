@@ -11,8 +11,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from nar_plugin.errors import CorruptArtifactError, MissingDependencyError, UnsupportedModelError
+from nar_plugin.errors import CorruptArtifactError, UnsupportedModelError
 from nar_plugin.graph import ArchGraph
+from nar_plugin.utils.deps import require
 
 logger = logging.getLogger(__name__)
 
@@ -22,11 +23,7 @@ SEQ_LEN = 16
 
 
 def _transformers() -> Any:
-    try:
-        import transformers
-    except ImportError as e:
-        raise MissingDependencyError("transformers", "hf") from e
-    return transformers
+    return require("transformers", "hf")
 
 
 def is_hf_config(obj: Any) -> bool:
