@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from nar_plugin.graph import ArchGraph, GraphBuilder, NodeAttrs, width_bucket  # noqa: E402
-from nar_plugin.motifs import sample_motifs  # noqa: E402
+from nar_plugin.motifs import MotifConfig, sample_motifs  # noqa: E402
 
 Ref = frozenset[int]
 
@@ -152,9 +152,9 @@ def _median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3, help="runs per timing (median reported)")
-    parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--min-count", type=int, default=2)
-    parser.add_argument("--max-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=MotifConfig.steps)
+    parser.add_argument("--min-count", type=int, default=MotifConfig.min_count)
+    parser.add_argument("--max-size", type=int, default=MotifConfig.max_size)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 

@@ -6,6 +6,7 @@ real-model tests at the end use ``extract_graph`` on meta-device models.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -15,16 +16,18 @@ from collections import Counter
 
 import pytest
 
+from nar_plugin.cli.render import format_motif_summary
 from nar_plugin.graph import OPS, ArchGraph, GraphBuilder, NodeAttrs
 from nar_plugin.graph import width_bucket as wb
 from nar_plugin.motifs import (
     MOTIF_VERSION,
+    MotifConfig,
     MotifGraph,
-    format_motif_summary,
-    induced_subgraph,
     motif_key,
     sample_motifs,
 )
+from nar_plugin.motifs.patterns import Patterns
+from nar_plugin.motifs.tiling import retile
 
 Ref = frozenset[int]
 
@@ -301,10 +304,111 @@ def test_min_count_is_respected() -> None:
     mg = sample_motifs(g, min_count=12)
     layer = {_type_of_node(mg, v) for v, op in enumerate(g.ops) if op == "attention"}
     assert len(layer) == 1 and mg.type_counts()[layer.pop()] == 12
-    # no multi-node motif type occurs fewer than min_count times unless it is glue
-    for min_count in (2, 3, 5):
-        mg = sample_motifs(resnet50_graph()[0], min_count=min_count, glue=False)
+
+
+def units_graph(copies: dict[int, int]) -> tuple[ArchGraph, dict[int, list[list[int]]]]:
+    """A chain of 6-node units ``(conv, batch_norm, relu) x 2`` of width ``w``, ``copies[w]``
+    of each, every unit behind a one-off ``tanh`` (distinct kernel attribute) so that nothing
+    but the units repeats. Returns the graph and, per width, the node indices of each copy."""
+    b = GraphBuilder()
+    x = b.add_input()
+    units: dict[int, list[list[int]]] = {}
+    sep = 0
+    for w, k in copies.items():
+        for _ in range(k):
+            sep += 1
+            x = b.add("tanh", [x], NodeAttrs(kernel=sep))
+            first = len(b)
+            for _ in range(2):
+                x = b.add("relu", [b.add("batch_norm", [_conv(b, x, w, w, 3)])])
+            units.setdefault(w, []).append(list(range(first, len(b))))
+    b.add_output([x])
+    g = b.build({"name": "units"})
+    assert g.num_nodes == len(b)  # nothing folded: builder ids are graph node indices
+    return g, units
+
+
+def _repeated_motif_of(mg: MotifGraph, nodes: list[int]) -> tuple[int, int] | None:
+    """``(copies, size)`` of the one multi-node repeated type that covers ``nodes`` exactly
+    with one instance, else ``None``."""
+    insts = {mg.node_to_instance[v] for v in nodes}
+    if len(insts) != 1:
+        return None
+    i = insts.pop()
+    copies = mg.type_counts()[mg.types[i]]
+    if mg.instances[i] != nodes or copies < 2:
+        return None
+    return copies, len(nodes)
+
+
+@pytest.mark.parametrize("glue", [True, False])
+def test_min_count_is_the_merge_threshold(glue: bool) -> None:
+    # unit A (width 64) occurs 3 times, unit B (width 128) twice
+    g, units = units_graph({64: 3, 128: 2})
+    expected = {  # min_count -> (A, B): (copies, size) of the motif type, None = not a motif
+        1: None,  # everything merges with everything: not checked
+        2: ((3, 6), (2, 6)),
+        3: ((3, 6), None),  # B has fewer than min_count copies
+        4: (None, None),
+    }
+    for min_count in (2, 3, 4):
+        mg = sample_motifs(g, min_count=min_count, glue=glue)
         check_partition(mg)
+        got = tuple(
+            {_repeated_motif_of(mg, copy) for copy in units[w]} for w in (64, 128)
+        )
+        assert got == tuple({e} for e in expected[min_count]), (min_count, mg.summary())
+        # a pattern below the threshold is not merged into any repeated multi-node type
+        for w, copies in ((64, 3), (128, 2)):
+            if copies < min_count:
+                for v in (v for copy in units[w] for v in copy):
+                    i = mg.node_to_instance[v]
+                    assert len(mg.instances[i]) == 1 or mg.type_counts()[mg.types[i]] == 1
+
+
+def test_min_count_threshold_on_resnet50_bottlenecks() -> None:
+    # identical bottlenecks per stage: 2, 3, 5, 2 (the first block of a stage differs)
+    g, marks = resnet50_graph()
+    for min_count in (2, 3, 4, 5, 6):
+        mg = sample_motifs(g, min_count=min_count)
+        check_partition(mg)
+        repeated = [c for t, c in mg.type_counts().items() if c >= 2]
+        assert all(c >= min_count for c in repeated), (min_count, mg.summary())
+        # per stage: copies of the bottleneck motif (10 nodes), None where it is not a motif
+        got = []
+        for convs in marks:
+            blocks = [mg.node_to_instance[v] for v in convs[1:]]
+            types = {mg.types[i] for i in blocks}
+            t = types.pop()
+            is_motif = not types and all(len(mg.instances[i]) == 10 for i in blocks) and mg.type_counts()[t] >= 2
+            got.append(mg.type_counts()[t] if is_motif else None)
+        assert got == [len(c) - 1 if len(c) - 1 >= min_count else None for c in marks], (min_count, got)
+
+
+def test_pattern_that_loses_copies_below_min_count_is_released_to_glue() -> None:
+    # A chain conv bn relu | conv bn relu | tanh | bn relu | conv | bn relu | output, as BPE
+    # might leave it: "conv bn relu" (X) and "bn relu" (Y) each occur twice among the segments.
+    ops = ["conv", "batch_norm", "relu"] * 2 + ["tanh", "batch_norm", "relu", "conv", "batch_norm", "relu", "output"]
+    g = ArchGraph(ops, [NodeAttrs()] * len(ops), [(v, v + 1) for v in range(len(ops) - 1)])
+    segments = [(0, 3), (3, 6), (6, 7), (7, 9), (9, 10), (10, 12), (12, 13)]
+    # X claims its two copies and the window [9, 12), taking one copy of Y: Y is left with one
+    # copy, below min_count=2, so it is not a motif and becomes glue with the tanh before it
+    out = retile(segments, Patterns(g), min_count=2, max_size=32, glue=True)
+    assert out == [(0, 3), (3, 6), (6, 9), (9, 12), (12, 13)]
+    # without glue the released copy stays a (non-repeated) leftover piece
+    assert retile(segments, Patterns(g), min_count=2, max_size=32, glue=False) == \
+        [(0, 3), (3, 6), (6, 7), (7, 9), (9, 12), (12, 13)]
+
+
+def test_motif_config_holds_the_defaults() -> None:
+    cfg = MotifConfig()
+    assert (cfg.steps, cfg.min_count, cfg.max_size, cfg.glue) == (2, 2, 32, True)
+    mg = sample_motifs(bert_graph(2))
+    assert (mg.steps, mg.min_count, mg.max_size, mg.glue) == (cfg.steps, cfg.min_count, cfg.max_size, cfg.glue)
+    with pytest.raises(AttributeError):
+        cfg.steps = 3  # type: ignore[misc]
+    with pytest.raises(ValueError, match="max_size"):
+        MotifConfig(max_size=0)
 
 
 def test_steps_and_parameters_are_recorded() -> None:
@@ -331,6 +435,20 @@ def test_results_identical_across_runs() -> None:
         assert _fingerprint(sample_motifs(g)) == _fingerprint(sample_motifs(g))
         rebuilt = ArchGraph.from_json(g.to_json())
         assert _fingerprint(sample_motifs(rebuilt)) == _fingerprint(sample_motifs(g))
+
+
+def test_results_are_pinned() -> None:
+    # Motif types feed the shipped encoder: a change to labels, BPE, re-tiling or the pattern
+    # key must be deliberate (and bump MOTIF_VERSION). Values recorded before the motifs/ split.
+    def digest(mg: MotifGraph) -> str:
+        return hashlib.sha256(_fingerprint(mg).encode()).hexdigest()[:16]
+
+    assert digest(sample_motifs(bert_graph(12))) == "f3fff8a7d5ba4379"
+    assert digest(sample_motifs(resnet50_graph()[0])) == "277dd93efef9fb69"
+    assert digest(sample_motifs(vit_graph(12))) == "1c4f16b60b659aad"
+    diamond = ArchGraph(["conv", "batch_norm", "relu", "add"], [NodeAttrs(kernel=3)] + [NodeAttrs()] * 3,
+                        [(0, 1), (0, 2), (1, 3), (2, 3)])
+    assert motif_key(diamond) == "873a0b048dbb121a"
 
 
 def test_results_identical_across_processes() -> None:
@@ -360,7 +478,6 @@ def test_instance_subgraph_and_keys() -> None:
         ref = g.subgraph(inst)
         assert (sub.ops, sub.attrs, sub.edges) == (ref.ops, ref.attrs, ref.edges)
         assert motif_key(sub) == mg.type_keys[i]
-    assert induced_subgraph(g, [5, 3, 4, 3]).edges == g.subgraph([3, 4, 5]).edges
 
 
 def test_motif_key_ignores_node_order() -> None:
@@ -395,11 +512,8 @@ def test_context_nodes_and_context_graph() -> None:
         mg.context_nodes(i, hops=-1)
 
 
-def test_macro_graph_summary_and_format() -> None:
+def test_summary_and_format() -> None:
     mg = sample_motifs(bert_graph(12))
-    macro = mg.macro_graph()
-    assert macro.num_nodes == mg.num_instances and macro.edges == mg.macro_edges
-    assert sum(macro.sizes) == mg.graph.num_nodes and macro.types == mg.types
     s = mg.summary()
     assert s["macro_nodes"] == mg.num_instances and s["reduction_ratio"] == pytest.approx(mg.reduction_ratio)
     counts = [row["count"] for row in s["per_type"]]
