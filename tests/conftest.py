@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 
 # Nothing may reach a hub: set before any test imports huggingface_hub/transformers.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,19 +17,21 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _nar_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test gets its own NAR_HOME so no test sees another's index."""
+def _nar_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test gets its own NAR_HOME so no test sees another's index (or its cached handle)."""
     monkeypatch.setenv("NAR_HOME", str(tmp_path_factory.mktemp("nar_home")))
     monkeypatch.setenv("NAR_TESTING", "true")
+    yield
+    handles = sys.modules.get("nar_plugin.index.handles")
+    if handles is not None:
+        handles.close_all()
 
 
 # ------------------------------------------------------------------ real mlflow server
 import socket  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 import urllib.request  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 

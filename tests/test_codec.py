@@ -131,3 +131,18 @@ def test_encode_rejects_bad_vectors(vec: object, message: str) -> None:
 def test_encode_rejects_unsupported_version() -> None:
     with pytest.raises(EmbeddingCodecError, match="version 2 is not supported"):
         encode_embedding(_units(1)[0], version=2)
+
+
+def test_codec_import_does_not_load_faiss() -> None:
+    """MLflow/HF hooks import the codec on every log_model: it must not pull in the index store."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nar_plugin.index.codec\n"
+        "heavy = sorted(m for m in ('faiss', 'filelock', 'sqlite3', 'nar_plugin.index.store') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "from nar_plugin.index import EmbeddingIndex, open_index\n"  # the package still re-exports
+        "assert 'faiss' in sys.modules and EmbeddingIndex.__module__ == 'nar_plugin.index.store'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 import nar_plugin.index as index_mod
-from nar_plugin.index.codec import EMBEDDING_DIM
 from nar_plugin.errors import (
     EncoderVersionMismatchError,
     IndexCorruptError,
@@ -30,6 +29,7 @@ from nar_plugin.errors import (
     NarError,
 )
 from nar_plugin.index import EmbeddingIndex, IndexEntry, SearchHit, import_jsonl
+from nar_plugin.index.codec import EMBEDDING_DIM
 
 D = EMBEDDING_DIM
 
@@ -310,12 +310,34 @@ def test_persistence_and_cache_reuse(tmp_path: Path, caplog: pytest.LogCaptureFi
     assert st["generation"] == st["cache_generation"]
 
 
+FIXTURE_V1 = Path(__file__).parent / "fixtures" / "index_v1"
+
+
+def test_index_written_by_format_1_code_opens(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An index written by the single-module implementation (format 1) opens as it is, cache too."""
+    import shutil
+
+    d = tmp_path / "index"
+    shutil.copytree(FIXTURE_V1, d)
+    x = np.random.default_rng(123).standard_normal((3, D)).astype(np.float32)  # how it was made
+    with caplog.at_level(logging.INFO, logger="nar_plugin.index"), EmbeddingIndex(d, encoder_version="enc-fixture") as index:
+        assert index.keys() == ["hf:org/a@main", "mlflow:model:m-2"] and "file:/c" not in index
+        e = index.get("hf:org/a@main")
+        assert (e.id, e.graph_hash, e.params_count, e.metadata, e.source_kind) == (1, "ga", 10, {"n": 1}, "hf")
+        np.testing.assert_allclose(e.vector, x[0] / np.linalg.norm(x[0]), atol=1e-6)
+        assert index.search(x[1], k=1)[0].key == "mlflow:model:m-2"
+        st = index.stats()
+        assert st["format_version"] == 1 and st["generation"] == st["cache_generation"] == 4
+        assert index.add("file:/d", x[2]) == 4  # the removed id 3 is not reused
+    assert not [r for r in caplog.records if "rebuild" in r.getMessage() or "built" in r.getMessage()]
+
+
 # --------------------------------------------------------------------------- approximate path
 
 
 def test_ivf_path_with_small_threshold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Exercise the approximate index (normally >= 100k entries) with a lowered threshold."""
-    monkeypatch.setattr(index_mod, "APPROX_THRESHOLD", 2000)
+    monkeypatch.setattr(index_mod.ann, "APPROX_THRESHOLD", 2000)
     rng = np.random.default_rng(9)
     centres = units(60, seed=10)
     labels = rng.integers(0, 60, 4000)
@@ -650,3 +672,184 @@ def test_kill_9_mid_batch_leaves_consistent_index(tmp_path: Path) -> None:
         assert len(index.search(vecs[0], k=n + 10)) == n
         index.add("after-crash", vecs[0])  # still writable (lock released by the kernel)
         assert len(index) == n + 1
+
+
+# --------------------------------------------------------------------------- shared handles (open_index)
+
+
+@pytest.fixture
+def shared() -> object:
+    yield index_mod.open_index
+    index_mod.close_all()
+
+
+def test_open_index_one_handle_per_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared) -> None:
+    a = shared(tmp_path / "a")
+    assert isinstance(a, EmbeddingIndex) and not a.closed
+    assert shared(tmp_path / "a") is a
+    assert shared(str(tmp_path / "a")) is a
+    monkeypatch.chdir(tmp_path)
+    assert shared("a") is a and shared(Path("x") / ".." / "a") is a  # keyed by the resolved path
+    b = shared(tmp_path / "b")
+    assert b is not a and b.path == (tmp_path / "b").resolve()
+    assert shared(tmp_path / "a", read_only=True) is not a  # another kind of handle
+    monkeypatch.setenv("NAR_HOME", str(tmp_path / "home"))
+    home = shared()
+    assert home.path == (tmp_path / "home" / "index").resolve() and shared() is home
+    monkeypatch.setenv("NAR_HOME", str(tmp_path / "home2"))  # read at call time
+    assert shared() is not home
+    assert index_mod.close_all() == 5 and a.closed and home.closed
+    assert index_mod.close_all() == 0
+
+
+def test_open_index_reopens_closed_or_deleted(tmp_path: Path, shared) -> None:
+    v = units(2, seed=40)
+    a = shared(tmp_path / "i")
+    a.add("x", v[0])
+    a.close()
+    b = shared(tmp_path / "i")
+    assert b is not a and not b.closed and b.get("x") is not None
+    assert shared(tmp_path / "i") is b
+    import shutil
+
+    shutil.rmtree(tmp_path / "i")  # the index is deleted under the handle
+    c = shared(tmp_path / "i")
+    assert c is not b and len(c) == 0 and b.closed
+    c.add("y", v[1])
+    assert c.search(v[1], k=1)[0].key == "y"
+    shared.cache_clear()  # the functools spelling
+    assert c.closed and shared(tmp_path / "i") is not c
+
+
+def test_close_all_skips_deleted_indexes_quietly(tmp_path: Path, shared, caplog: pytest.LogCaptureFixture) -> None:
+    import shutil
+
+    h = shared(tmp_path / "gone")
+    h.add("a", units(1, seed=46)[0])
+    shutil.rmtree(tmp_path / "gone")  # e.g. a temporary NAR_HOME removed before exit
+    with caplog.at_level(logging.WARNING, logger="nar_plugin.index"):
+        assert index_mod.close_all() == 1
+    assert h.closed and not caplog.records
+
+
+def test_open_index_is_thread_safe(tmp_path: Path, shared) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda _: shared(tmp_path / "t"), range(16)))
+    assert all(h is got[0] for h in got)
+    v = units(40, seed=41)
+    with ThreadPoolExecutor(4) as pool:  # one handle written and searched from several threads
+        list(pool.map(lambda i: got[0].add(f"k{i}", v[i]), range(40)))
+        hits = list(pool.map(lambda i: got[0].search(v[i], k=1)[0].key, range(40)))
+    assert hits == [f"k{i}" for i in range(40)] and len(got[0]) == 40
+
+
+def test_open_index_checks_encoder_version_on_every_call(tmp_path: Path, shared) -> None:
+    h = shared(tmp_path)  # no version yet
+    assert h.encoder_version is None
+    assert shared(tmp_path, encoder_version="enc-1") is h and h.encoder_version == "enc-1"  # recorded
+    with pytest.raises(EncoderVersionMismatchError) as info:
+        shared(tmp_path, encoder_version="enc-2")
+    assert info.value.found == "enc-1" and not h.closed  # the shared handle stays usable
+    with pytest.raises(EncoderVersionMismatchError):
+        EmbeddingIndex(tmp_path, encoder_version="enc-2")  # same verdict as a fresh open
+
+
+def test_read_only_handle(tmp_path: Path, shared) -> None:
+    v = units(2, seed=42)
+    ro = shared(tmp_path, encoder_version="enc-1", read_only=True)
+    assert ro.encoder_version is None  # checked, never recorded by a read-only handle
+    for write in (lambda: ro.add("a", v[0]), lambda: ro.upsert("a", v[0]), lambda: ro.add_many([("a", v[0])]),
+                  lambda: ro.remove("a"), lambda: ro.rebuild([("a", v[0])])):
+        with pytest.raises(InvalidQueryError, match="read-only"):
+            write()
+    rw = shared(tmp_path, encoder_version="enc-1")
+    rw.add("a", v[0])
+    assert ro.search(v[0], k=1)[0].key == "a" and ro.get("a").encoder_version == "enc-1"
+    ro.rebuild()  # re-deriving the FAISS cache writes no entries: allowed
+    assert len(ro) == 1
+
+
+_OTHER_PROCESS_WRITES = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from nar_plugin.index import EmbeddingIndex
+
+    with EmbeddingIndex(sys.argv[1]) as index:
+        vecs = np.load(sys.argv[2])
+        if sys.argv[3] == "add":
+            index.add_many((f"p{i}", v) for i, v in enumerate(vecs))
+        else:
+            index.remove("p0")
+            index.upsert("p1", vecs[0])
+    """
+)
+
+
+def test_cached_handle_sees_writes_of_other_processes(tmp_path: Path, shared) -> None:
+    d = tmp_path / "index"
+    vecs = units(300, seed=43)
+    np.save(tmp_path / "v.npy", vecs)
+    h = shared(d, encoder_version="enc-1")
+    assert h.search(vecs[0], k=1) == []  # the in-memory FAISS index now exists and is current
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def other(action: str) -> None:
+        subprocess.run([sys.executable, "-c", _OTHER_PROCESS_WRITES, str(d), str(tmp_path / "v.npy"), action],
+                       env=env, check=True, timeout=120)
+
+    other("add")
+    same = shared(d, encoder_version="enc-1")
+    assert same is h and len(h) == 300 and h.get("p7").encoder_version == "enc-1"
+    assert [h.search(vecs[i], k=1)[0].key for i in (0, 150, 299)] == ["p0", "p150", "p299"]
+    other("change")
+    hit = h.search(vecs[0], k=1)[0]  # p0 removed, p1 moved onto p0's vector
+    assert hit.key == "p1" and hit.score == pytest.approx(1.0, abs=1e-5) and "p0" not in h
+    assert all(x.key != "p0" for x in h.search(vecs[0], k=300))
+
+
+_EXIT_WITHOUT_CLOSE = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from nar_plugin.index import open_index
+
+    index = open_index(sys.argv[1])
+    index.add_many((f"k{i}", v) for i, v in enumerate(np.load(sys.argv[2])))
+    index.search(np.load(sys.argv[2])[0], k=1)
+    """
+)
+
+
+def test_shared_handles_are_closed_at_exit(tmp_path: Path) -> None:
+    """Below the save threshold only close() writes the FAISS cache file: atexit must run it."""
+    d = tmp_path / "index"
+    np.save(tmp_path / "v.npy", units(20, seed=44))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", _EXIT_WITHOUT_CLOSE, str(d), str(tmp_path / "v.npy")],
+                   env=env, check=True, timeout=120)
+    meta = json.loads((d / "vectors.faiss.json").read_text())
+    assert meta["count"] == 20 and meta["size"] == (d / "vectors.faiss").stat().st_size
+
+
+def test_forked_child_opens_its_own_handle(tmp_path: Path, shared) -> None:
+    h = shared(tmp_path)
+    h.add("a", units(1, seed=45)[0])
+    pid = os.fork()
+    if pid == 0:  # child: never reuse the parent's SQLite connection
+        code = 1
+        try:
+            mine = shared(tmp_path)
+            code = 0 if mine is not h and len(mine) == 1 and not h.closed else 3
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("forked child hung")
+        time.sleep(0.02)
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert shared(tmp_path) is h and len(h) == 1
