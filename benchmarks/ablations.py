@@ -1,6 +1,6 @@
 """Encoder ablations: retrain NAR with one switch changed, evaluate on the same split.
 
-Every row is a full ``nar train`` run (shipped :class:`~nar_plugin.training.loop.TrainConfig` defaults,
+Every row is a full ``nar train`` run (shipped :class:`~nar_plugin.training.config.TrainConfig` defaults,
 same corpus, same seed, same by-model split) with one change: motif-level loss off, graph-level
 loss off, ``s`` (WL steps of motif sampling) in {1, 2, 3}, plus the design choices of this
 encoder (no whole-graph node stage, GCN instead of GIN layers). Runs go to ``--jobs`` processes

@@ -29,11 +29,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from nar_plugin.model.inference import embed_graph, embed_many, load_encoder  # noqa: E402
-from nar_plugin.model.encoder import collate, prepare  # noqa: E402
-from nar_plugin.extract import extract_graph  # noqa: E402
+from nar_plugin.extract import extract_graph
+from nar_plugin.model.features import collate, prepare
+from nar_plugin.model.inference import embed_graph, embed_many, load_encoder
 
 
 def _median(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -83,8 +83,8 @@ def main() -> None:
         t_fwd, _ = _median(lambda: enc.model(batch), args.repeat)
     t_emb, _ = _median(lambda: embed_graph(g), args.repeat)
     print(f"encoder {enc.version}; torch {torch.__version__}; 1 thread; median of {args.repeat}\n")
-    print(f"| model | nodes | motif instances | extract s | prepare s | forward s | embed_graph s "
-          f"| forward / extract | embed_graph / extract |")
+    print("| model | nodes | motif instances | extract s | prepare s | forward s | embed_graph s "
+          "| forward / extract | embed_graph / extract |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| {args.model} | {g.num_nodes} | {p.num_instances} | {t_ext:.3f} | {t_prep:.3f} | "
           f"{t_fwd:.4f} | {t_emb:.3f} | {100 * t_fwd / t_ext:.1f}% | {100 * t_emb / t_ext:.1f}% |")

@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     import torch
 
     from nar_plugin.evaluation.baselines import histogram_embed, wl_embed
-    from nar_plugin.model.inference import embed_many, load_encoder
     from nar_plugin.evaluation.metrics import retrieval_metrics
+    from nar_plugin.model.inference import embed_many, load_encoder
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", help="encoder weights directory (default: the shipped weights)")

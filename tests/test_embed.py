@@ -11,10 +11,17 @@ import sys
 import numpy as np
 import pytest
 
-from nar_plugin.model.inference import WEIGHTS_DIR, embed, embed_graph, embed_many, encoder_version, load_encoder
 from nar_plugin.errors import CorruptArtifactError, GraphTooLargeError
 from nar_plugin.graph import ArchGraph, GraphBuilder, NodeAttrs
 from nar_plugin.graph import width_bucket as wb
+from nar_plugin.model.inference import (
+    embed,
+    embed_graph,
+    embed_many,
+    encoder_version,
+    load_encoder,
+)
+from nar_plugin.model.weights import WEIGHTS_DIR
 
 
 def _mlp(depth: int, width: int) -> ArchGraph:
@@ -27,11 +34,12 @@ def _mlp(depth: int, width: int) -> ArchGraph:
 
 
 def test_shipped_weights_load_offline_in_a_fresh_process() -> None:
-    code = ("import nar_plugin.model.inference as e, numpy as np; enc = e.load_encoder(); "
-            "print(enc.version, enc.path.parent == e.WEIGHTS_DIR)")
+    code = ("import nar_plugin.model.inference as e, nar_plugin.model.weights as w; enc = e.load_encoder(); "
+            "print(enc.version, enc.path.parent == w.WEIGHTS_DIR)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "NO_PROXY": "*", "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         check=False)
     assert out.returncode == 0, out.stderr
     version, same_dir = out.stdout.split()
     assert version.startswith("nar-v") and same_dir == "True"
@@ -85,7 +93,7 @@ def test_version_mismatch_raises(tmp_path, field, value) -> None:
     meta = json.loads(jpath.read_text())
     meta[field] = value
     jpath.write_text(json.dumps(meta))
-    with pytest.raises(CorruptArtifactError, match="v999"):
+    with pytest.raises(CorruptArtifactError, match="999"):
         load_encoder(tmp_path, reload=True)
 
 
@@ -103,3 +111,48 @@ def test_graph_too_large(monkeypatch) -> None:
     monkeypatch.setenv("NAR_MAX_NODES", "5")
     with pytest.raises(GraphTooLargeError):
         embed_graph(_mlp(6, 32))
+
+
+def test_inference_and_weights_modules_import_without_torch() -> None:
+    code = ("import sys, nar_plugin.model.inference, nar_plugin.model.weights; "
+            "print([m for m in ('torch', 'torch_geometric') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_save_weights_round_trip_drops_the_head(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    from nar_plugin.model.encoder import EncoderConfig, NAREncoder
+    from nar_plugin.model.weights import load_weights, save_weights, sha256_hex
+
+    torch.manual_seed(0)
+    model = NAREncoder(EncoderConfig(hidden=8, num_classes=3, node_layers=1)).eval()
+    wpath, jpath, version = save_weights(model, tmp_path, {"seed": 7})
+    meta = json.loads(jpath.read_text())
+    assert meta["weights_sha256"] == sha256_hex(wpath.read_bytes()) and meta["seed"] == 7
+    assert meta["config"]["num_classes"] == 0 and version == meta["encoder_version"]
+    loaded = load_encoder(tmp_path, reload=True)
+    assert loaded.version == version and loaded.model.classifier is None
+    assert not any(k.startswith("classifier.") for k in torch.load(wpath, weights_only=True))
+    graphs = [_mlp(3, 64), _mlp(5, 256)]
+    from nar_plugin.model.features import collate, prepare
+
+    with torch.no_grad():
+        direct = model(collate([prepare(g) for g in graphs])).numpy()
+    assert np.allclose(embed_many(graphs, encoder=loaded), direct, atol=1e-6)
+    # saving the same parameters again gives the same bytes (no temp-file names inside)
+    assert save_weights(model, tmp_path / "again", {"seed": 7})[2] == version
+    # metadata that does not fit the state dict, or records another version, is refused
+    meta["config"]["hidden"] = 16
+    jpath.write_text(json.dumps(meta))
+    with pytest.raises(CorruptArtifactError, match="do not fit"):
+        load_weights(wpath, jpath)
+    meta["config"]["hidden"] = 8
+    meta["encoder_version"] = "nar-v0-other"
+    jpath.write_text(json.dumps(meta))
+    with pytest.raises(CorruptArtifactError, match="records encoder version"):
+        load_weights(wpath, jpath)
+    jpath.write_text("{not json")
+    with pytest.raises(CorruptArtifactError):
+        load_weights(wpath, jpath)

@@ -1,69 +1,31 @@
-"""Tests for nar_plugin.model.encoder, nar_plugin.training.losses and nar_plugin.training.loop (tiny hand-built graphs)."""
+"""Tests for nar_plugin.model.features, .layers and .encoder (tiny hand-built graphs)."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 import torch
 
-from nar_plugin.model.encoder import EncoderConfig, NAREncoder, collate, config_hash, prepare
-from nar_plugin.graph import ArchGraph, GraphBuilder, NodeAttrs
-from nar_plugin.graph import width_bucket as wb
-from nar_plugin.training.losses import augment_graph, motif_info_nce, supcon_loss
-from nar_plugin.training.loop import CorpusEntry, TrainConfig, train
+# tests/ is on sys.path (rootdir conftest)
+from fixtures.synthetic_graphs import (
+    branchy,
+    resnet_like,
+    single_node,
+    skip_chain,
+    transformer_like,
+)
 
-Ref = frozenset[int]
-
-
-# ===================================================================== builders
-def _conv(b: GraphBuilder, x: Ref, i: int, o: int, k: int = 3, s: int = 1) -> Ref:
-    return b.add("conv", [x], NodeAttrs(kernel=k, stride=s, width_in=wb(i), width_out=wb(o)))
-
-
-def resnet_like(blocks: int, width: int = 64, act: str = "relu") -> ArchGraph:
-    b = GraphBuilder()
-    x = _conv(b, b.add_input(), 3, width, 7, 2)
-    x = b.add(act, [b.add("batch_norm", [x])])
-    for _ in range(blocks):
-        y = b.add(act, [b.add("batch_norm", [_conv(b, x, width, width)])])
-        y = b.add("batch_norm", [_conv(b, y, width, width)])
-        x = b.add(act, [b.add("add", [x, y])])
-    x = b.add("adaptive_avg_pool", [x])
-    b.add_output([b.add("linear", [x], NodeAttrs(width_in=wb(width), width_out=wb(1000)))])
-    return b.build({"name": f"resnet_like{blocks}"})
-
-
-def transformer_like(layers: int, d: int = 256) -> ArchGraph:
-    b = GraphBuilder()
-    x = b.add("embedding", [b.add_input()], NodeAttrs(width_in=wb(30000), width_out=wb(d)))
-    for _ in range(layers):
-        q, k, v = (b.add("linear", [x], NodeAttrs(width_in=wb(d), width_out=wb(d))) for _ in range(3))
-        a = b.add("linear", [b.add("attention", [q, k, v])], NodeAttrs(width_in=wb(d), width_out=wb(d)))
-        x = b.add("layer_norm", [b.add("add", [x, a])])
-        h = b.add("gelu", [b.add("linear", [x], NodeAttrs(width_in=wb(d), width_out=wb(4 * d)))])
-        h = b.add("linear", [h], NodeAttrs(width_in=wb(4 * d), width_out=wb(d)))
-        x = b.add("layer_norm", [b.add("add", [x, h])])
-    b.add_output([x])
-    return b.build({"name": f"transformer_like{layers}"})
-
-
-def branchy(blocks: int = 3) -> ArchGraph:
-    """Inception-like: three different parallel branches per block, concatenated."""
-    b = GraphBuilder()
-    x = _conv(b, b.add_input(), 3, 32)
-    for _ in range(blocks):
-        p1 = b.add("relu", [_conv(b, x, 32, 16, k=1)])
-        p2 = b.add("relu", [b.add("batch_norm", [_conv(b, x, 32, 8, k=5)])])
-        p3 = b.add("max_pool", [x], NodeAttrs(kernel=3))
-        x = b.add("cat", [p1, p2, p3])
-    b.add_output([x])
-    return b.build({"name": f"branchy{blocks}"})
-
-
-def single_node() -> ArchGraph:
-    return ArchGraph(["input"], [NodeAttrs()], [])
+from nar_plugin.graph import ATTR_BINS, ArchGraph, NodeAttrs
+from nar_plugin.model.encoder import EncoderConfig, NAREncoder, config_hash
+from nar_plugin.model.features import (
+    collate,
+    direction_adjacency,
+    node_feature_matrix,
+    prepare,
+)
+from nar_plugin.model.layers import DirLayer
+from nar_plugin.training.augment import augment_graph
+from nar_plugin.training.losses import motif_info_nce
 
 
 # ===================================================================== encoder
@@ -80,6 +42,32 @@ def test_prepare_partitions_nodes_and_edges() -> None:
     assert bool((owner[p.edge_index[0]] == owner[p.edge_index[1]]).all())
     assert p.num_contexts > 0 and p.ctx_ring.any()
     assert p.ctx_edge_index.max() < p.ctx_nodes.numel()
+
+
+def test_node_features_are_clipped_to_the_embedding_tables() -> None:
+    g = ArchGraph(["input", "conv"], [NodeAttrs(), NodeAttrs(kernel=99, stride=99, groups=2, width_in=40,
+                                                             width_out=3)], [(0, 1)])
+    x = node_feature_matrix(g)
+    assert x.dtype == np.int64 and x.shape == (2, 6)
+    assert x[1, 1:].tolist() == [ATTR_BINS[0] - 1, ATTR_BINS[1] - 1, 2, ATTR_BINS[3] - 1, 3]
+    assert torch.equal(prepare(g).x, torch.from_numpy(x))
+
+
+def test_direction_adjacency_gcn_and_gin() -> None:
+    edges = torch.tensor([[0, 1], [1, 2]])  # 0 -> 1 -> 2
+    fwd, bwd = direction_adjacency(edges, 3, normalise=False)
+    assert fwd.to_dense().tolist() == [[0, 0, 0], [1, 0, 0], [0, 1, 0]]  # [dst, src]
+    assert torch.equal(bwd.to_dense(), fwd.to_dense().T)
+    fwd, _ = direction_adjacency(edges, 3, normalise=True)
+    # self loops; in-degree + 1 = (1, 2, 2): w(src -> dst) = d(dst)^-1/2 d(src)^-1/2
+    expected = torch.tensor([[1.0, 0, 0], [2**-0.5, 0.5, 0], [0, 0.5, 0.5]])
+    assert torch.allclose(fwd.to_dense(), expected)
+    batch = collate([prepare(resnet_like(2))])
+    assert batch.adjacency("macro", "gin") is batch.adjacency("macro", "gin")  # cached
+    with pytest.raises(ValueError, match="unknown adjacency"):
+        batch.adjacency("bogus")
+    with pytest.raises(ValueError, match="conv"):
+        DirLayer(8, conv="transformer")
 
 
 def test_forward_shapes_unit_norm_and_batch_equivalence() -> None:
@@ -134,19 +122,7 @@ def test_every_layer_type_is_batch_and_node_order_invariant(conv: str, node_laye
 def test_node_stage_sees_wiring_across_motifs() -> None:
     """Two graphs with the same motifs and op counts but another wiring between them get
     different embeddings only when messages cross motif boundaries or the macro graph differs."""
-    def chain(skip_from_start: bool) -> ArchGraph:
-        b = GraphBuilder()
-        x0 = _conv(b, b.add_input(), 3, 64)
-        x = x0
-        outs = []
-        for _ in range(4):
-            x = b.add("relu", [b.add("batch_norm", [_conv(b, x, 64, 64)])])
-            outs.append(x)
-        y = b.add("add", [x0 if skip_from_start else outs[1], x])
-        b.add_output([y])
-        return b.build()
-
-    a, c = chain(True), chain(False)
+    a, c = skip_chain(True), skip_chain(False)
     assert a.op_histogram() == c.op_histogram() and a.graph_hash != c.graph_hash
     torch.manual_seed(0)
     enc = NAREncoder(hidden=16, conv="gin", node_layers=2, node_readout=True).eval()
@@ -169,77 +145,3 @@ def test_repr_reset_and_config() -> None:
         EncoderConfig(conv="transformer")
     with pytest.raises(ValueError):
         EncoderConfig.from_dict({"hidden": 8, "bogus": 1})
-
-
-# ===================================================================== losses
-def test_supcon_and_motif_loss_behave() -> None:
-    z = torch.nn.functional.normalize(torch.randn(8, 16, generator=torch.Generator().manual_seed(0)), dim=1)
-    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
-    good = torch.repeat_interleave(torch.eye(16)[:4], 2, dim=0)
-    assert supcon_loss(good, labels, 0.1) < supcon_loss(z, labels, 0.1)
-    assert motif_info_nce(good, good) < motif_info_nce(z, z.flip(0))
-    # masked same-type negatives: duplicates do not count as negatives
-    ids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
-    assert motif_info_nce(good, good, type_ids=ids) < motif_info_nce(good, good)
-    assert float(motif_info_nce(z[:1], z[:1])) == 0.0
-
-
-def test_augment_graph_is_a_valid_style_variant() -> None:
-    g = resnet_like(4)
-    rng = np.random.default_rng(0)
-    a = augment_graph(g, rng, p_drop=0.5, p_dup=0.2)
-    assert a.num_nodes != g.num_nodes or a.edges != g.edges
-    assert all(s < d for s, d in a.edges)  # still a topological order
-    assert augment_graph(g, np.random.default_rng(1), p_drop=0, p_dup=0, jitter=0).graph_hash == g.graph_hash
-    non_act = [o for o in g.ops if o != "relu"]
-    assert [o for o in a.ops if o != "relu"].count("conv") == non_act.count("conv")
-
-
-# ===================================================================== training
-def _tiny_corpus() -> list[CorpusEntry]:
-    out = []
-    for n in range(2, 8):
-        out.append(CorpusEntry(f"r{n}", "resnet", resnet_like(n, 32 * (1 + n % 2)), "synthetic"))
-        out.append(CorpusEntry(f"t{n}", "transformer", transformer_like(n // 2 + 1, 64 * (1 + n % 2)), "synthetic"))
-        out.append(CorpusEntry(f"s{n}", "silu_net", resnet_like(n, 48, act="silu"), "synthetic"))
-    return out
-
-
-def test_train_one_epoch_tiny_corpus(tmp_path) -> None:
-    res = train(None, tmp_path, epochs=2, seed=0, device="cpu", entries=_tiny_corpus(),
-                progress=False, hidden=16, batch_size=8, per_family=3, eval_every=1, test_frac=0.4,
-                keep_checkpoint=True)
-    assert res.weights_path.is_file() and res.card_path.is_file()
-    assert res.weights_path.stat().st_size < 5_000_000
-    losses = [h["loss"] for h in res.history]
-    assert all(np.isfinite(losses)) and losses[-1] < losses[0] * 1.5
-    meta = json.loads(res.card_path.read_text())
-    assert meta["config"]["num_classes"] == 0 and meta["seed"] == 0
-    assert meta["encoder_version"] == res.encoder_version
-    assert "by_model" in res.metrics and res.num_test > 0
-    assert (tmp_path / "checkpoint.pt").is_file()
-    again = train(None, tmp_path / "b", epochs=1, seed=0, device="cpu", entries=_tiny_corpus(),
-                  progress=False, hidden=16, batch_size=8, eval_every=1, test_frac=0.4)
-    assert not (again.weights_path.parent / "checkpoint.pt").exists()
-
-
-def test_train_is_deterministic_and_keeps_global_rng(tmp_path) -> None:
-    kw = dict(epochs=1, seed=3, device="cpu", entries=_tiny_corpus(), progress=False, hidden=16,
-              batch_size=8, eval_every=0, save_checkpoints=False)
-    torch.manual_seed(123)
-    state = torch.get_rng_state()
-    a = train(None, tmp_path / "a", **kw)
-    assert torch.equal(torch.get_rng_state(), state)
-    b = train(None, tmp_path / "b", **kw)
-    assert a.encoder_version == b.encoder_version  # identical weights (hash in the version)
-    assert a.weights_path.read_bytes() == b.weights_path.read_bytes()
-
-
-@pytest.mark.parametrize("switches", [dict(motif_loss=False), dict(graph_loss=False, ce_loss=False), dict(steps=1)])
-def test_ablation_switches_train(tmp_path, switches) -> None:
-    res = train(None, tmp_path, epochs=1, seed=0, device="cpu", entries=_tiny_corpus()[:9],
-                progress=False, hidden=8, batch_size=6, eval_every=0, save_checkpoints=False,
-                split="none", **switches)
-    assert np.isfinite(res.history[0]["loss"])
-    with pytest.raises(ValueError):
-        TrainConfig(motif_loss=False, graph_loss=False, ce_loss=False)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nar_plugin.model.inference import WEIGHTS_DIR
-from nar_plugin.training.loop import TrainConfig, load_training_corpus, make_split, select_items
+from nar_plugin.model.weights import WEIGHTS_DIR
+from nar_plugin.training.config import TrainConfig
+from nar_plugin.training.data import load_training_corpus, make_split, select_items
 
 ROOT = Path(__file__).resolve().parent.parent
 

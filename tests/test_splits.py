@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from nar_plugin.errors import CorruptArtifactError
-from nar_plugin.evaluation.splits import Split, keys_hash, split_by_family, split_by_model
+from nar_plugin.evaluation.splits import (
+    Split,
+    keys_hash,
+    split_by_family,
+    split_by_model,
+)
 
 
 def _families(seed: int = 0, n_fam: int = 60) -> list[str]:
@@ -110,5 +115,5 @@ def test_load_rejects_bad_files(tmp_path: Path) -> None:
     path.write_text(json.dumps({**good, "test": [0, 0]}))
     with pytest.raises(CorruptArtifactError, match="malformed"):
         Split.load(path)
-    with pytest.raises(CorruptArtifactError):
+    with pytest.raises(FileNotFoundError):  # missing is not corrupt
         Split.load(tmp_path / "missing.json")

@@ -21,14 +21,28 @@ The result, with the precision and recall each threshold gives, is written to
 
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["calibrate", "precision_recall_at", "write_thresholds"]
+from nar_plugin.utils.io import read_versioned_json, write_versioned_json
+
+__all__ = [
+    "THRESHOLDS_FORMAT",
+    "THRESHOLDS_FORMAT_VERSION",
+    "calibrate",
+    "calibrate_from_corpus",
+    "precision_recall_at",
+    "read_thresholds",
+    "write_thresholds",
+]
+
+THRESHOLDS_FORMAT = "nar-thresholds"
+#: Bump when the fields of ``thresholds.json`` change.
+THRESHOLDS_FORMAT_VERSION = 1
 
 
 def _pairs(emb: np.ndarray, families: Sequence[str], hashes: Sequence[str] | None,
@@ -101,24 +115,43 @@ def calibrate(emb: np.ndarray, families: Sequence[str], hashes: Sequence[str] | 
         "related": round(related, 4), "near_duplicate": round(near, 4),
         "related_precision": round(pr, 4), "related_recall": round(rr, 4),
         "near_duplicate_precision": round(pn, 4), "near_duplicate_recall": round(rn, 4),
-        "pairs": int(len(scores)), "positive_pairs": int(pos.sum()),
+        "pairs": len(scores), "positive_pairs": int(pos.sum()),
         "rules": {"related": "best F1 for same-family pairs",
                   "near_duplicate": f"best precision at recall >= {near_min_recall}"},
         "sources": "timm, torchvision, transformers",
     }
 
 
-def write_thresholds(result: dict[str, Any], path: str | Path, encoder_version: str) -> None:
-    """Store calibration next to the weights, tagged with the encoder it belongs to."""
-    Path(path).write_text(json.dumps({**result, "encoder": encoder_version}, indent=2) + "\n")
+def write_thresholds(result: dict[str, Any], path: str | os.PathLike[str], encoder_version: str) -> None:
+    """Store calibration next to the weights (atomically), tagged with the encoder it belongs to.
+
+    Args:
+        result: a :func:`calibrate` result.
+        path: the JSON file (``thresholds.json`` beside the weights).
+        encoder_version: the encoder whose embeddings were calibrated; readers use the file
+            only with that encoder.
+    """
+    write_versioned_json(path, THRESHOLDS_FORMAT, THRESHOLDS_FORMAT_VERSION,
+                         {**result, "encoder": encoder_version})
+
+
+def read_thresholds(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a file written by :func:`write_thresholds` (the :func:`calibrate` fields + ``encoder``).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CorruptArtifactError: not a thresholds file of a format version this code reads.
+    """
+    return read_versioned_json(path, THRESHOLDS_FORMAT, THRESHOLDS_FORMAT_VERSION)
 
 
 def calibrate_from_corpus(corpus: str | Path | None = None, weights: str | Path | None = None,
                           seed: int = 0) -> dict[str, Any]:
-    """Embed the corpus (as selected for training) with the encoder in ``weights`` (default:
-    shipped) and write ``thresholds.json`` next to it."""
-    from nar_plugin.model.inference import WEIGHTS_DIR, embed_many, load_encoder
-    from nar_plugin.training.loop import TrainConfig, load_training_corpus, select_items
+    """Embed the corpus (as selected for training) with the encoder in ``weights`` (default: see
+    :func:`~nar_plugin.model.inference.load_encoder`) and write ``thresholds.json`` next to it."""
+    from nar_plugin.model.inference import embed_many, load_encoder
+    from nar_plugin.training.config import TrainConfig
+    from nar_plugin.training.data import load_training_corpus, select_items
 
     if corpus is None:
         from nar_plugin.corpus import default_corpus_dir
@@ -130,7 +163,6 @@ def calibrate_from_corpus(corpus: str | Path | None = None, weights: str | Path 
     enc = load_encoder(weights, reload=True)
     emb = embed_many([e.graph for e in entries], encoder=enc)
     result = calibrate(emb, [e.family for e in entries], [e.graph.graph_hash for e in entries], seed=seed)
-    wdir = Path(weights) if weights is not None and Path(weights).is_dir() else (
-        Path(weights).parent if weights is not None else WEIGHTS_DIR)
-    write_thresholds(result, wdir / "thresholds.json", enc.version)
+    # beside the weights actually loaded (NAR_ENCODER_WEIGHTS when set and weights is None)
+    write_thresholds(result, enc.path.parent / "thresholds.json", enc.version)
     return result

@@ -35,16 +35,20 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from nar_plugin.evaluation.splits import Split
 
 __all__ = [
     "DEFAULT_KS",
     "METRIC_NAMES",
-    "retrieval_metrics",
-    "iter_blocks",
+    "evaluate_split",
     "format_table",
+    "iter_blocks",
+    "retrieval_metrics",
 ]
 
 logger = logging.getLogger(__name__)
@@ -186,6 +190,26 @@ def _query_metrics(
     return num_rel, out
 
 
+def _checked_matrix(emb_or_sim: np.ndarray, metric: str) -> np.ndarray:
+    """The validated matrix: rows L2-normalised (float64) for ``cosine``, as given otherwise."""
+    data = np.asarray(emb_or_sim)
+    if data.ndim != 2:
+        raise ValueError(f"expected a 2-D embedding or similarity matrix, found shape {data.shape}")
+    if metric not in ("cosine", "dot", "precomputed"):
+        raise ValueError(f"metric must be 'cosine', 'dot' or 'precomputed', found {metric!r}")
+    if metric == "precomputed":
+        if data.shape[1] != data.shape[0]:
+            raise ValueError(f"a precomputed similarity matrix must be square, found shape {data.shape}")
+        return data
+    data = data.astype(np.float64)
+    if not np.isfinite(data).all():
+        raise ValueError("embeddings contain NaN or infinite values")
+    if metric == "cosine":
+        norms = np.linalg.norm(data, axis=1, keepdims=True)
+        data = data / np.where(norms > 0, norms, 1.0)
+    return data
+
+
 def retrieval_metrics(
     emb_or_sim: np.ndarray,
     labels: Sequence[Hashable] | np.ndarray,
@@ -228,28 +252,14 @@ def retrieval_metrics(
         >>> retrieval_metrics(emb, ["a", "a", "b", "b"], ks=(1,))["MAP@1"]
         1.0
     """
-    data = np.asarray(emb_or_sim)
-    if data.ndim != 2:
-        raise ValueError(f"expected a 2-D embedding or similarity matrix, found shape {data.shape}")
+    data = _checked_matrix(emb_or_sim, metric)
     n = data.shape[0]
-    if metric not in ("cosine", "dot", "precomputed"):
-        raise ValueError(f"metric must be 'cosine', 'dot' or 'precomputed', found {metric!r}")
-    if metric == "precomputed" and data.shape[1] != n:
-        raise ValueError(f"a precomputed similarity matrix must be square, found shape {data.shape}")
     ks_t = tuple(int(k) for k in ks)
     if not ks_t or min(ks_t) < 1:
         raise ValueError(f"ks must be a non-empty sequence of integers >= 1, found {tuple(ks)}")
     codes = _encode_labels(labels, n)
     q_all = _as_index(queries, n, "queries")
     g_idx = _as_index(gallery, n, "gallery")
-
-    if metric != "precomputed":
-        data = data.astype(np.float64)
-        if not np.isfinite(data).all():
-            raise ValueError("embeddings contain NaN or infinite values")
-        if metric == "cosine":
-            norms = np.linalg.norm(data, axis=1, keepdims=True)
-            data = data / np.where(norms > 0, norms, 1.0)
 
     g_pos = np.full(n, -1, dtype=np.int64)
     g_pos[g_idx] = np.arange(g_idx.size)
@@ -351,3 +361,17 @@ def format_table(
             cells.append(text)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def evaluate_split(emb: np.ndarray, labels: Sequence[Hashable], split: Split,
+                   ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """Retrieval metrics with the baselines' protocol: queries = gallery = ``split.test``.
+
+    Args:
+        emb: ``(len(split.test), D)`` embeddings of the test items, in ``split.test`` order.
+        labels: family labels of *all* items (indexed like the split).
+        split: the split.
+        ks: metric cut-offs.
+    """
+    test_labels = [labels[int(i)] for i in split.test]
+    return retrieval_metrics(emb, test_labels, ks=ks)

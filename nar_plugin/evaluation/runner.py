@@ -1,7 +1,7 @@
 """``nar eval``: NAR and the baselines on the same corpus, the same splits, the same metrics.
 
 Protocol (both splits): the corpus items are selected as for training
-(:func:`nar_plugin.training.loop.select_items` with the training config's caps and seed); queries =
+(:func:`nar_plugin.training.data.select_items` with the training config's caps and seed); queries =
 gallery = the split's test items, self excluded, relevant = same family
 (:func:`nar_plugin.evaluation.metrics.retrieval_metrics`). GCN/GAT baselines are trained on the split's
 train items only. For ``nar`` the encoder must not have seen the test families of the
@@ -18,9 +18,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from nar_plugin.utils.io import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["run_eval", "METHODS"]
+__all__ = ["METHODS", "run_eval"]
 
 METHODS = ("nar", "histogram", "wl", "gcn", "gat")
 
@@ -29,31 +31,29 @@ def _nar_metrics(entries: Sequence[Any], split: Any, seed: int, retrain: bool, e
                  log: Callable[[str], None]) -> dict[str, float]:
     import tempfile
 
+    from nar_plugin.evaluation.metrics import evaluate_split
     from nar_plugin.model.inference import embed_many, load_encoder
-    from nar_plugin.training.loop import evaluate_split
+    from nar_plugin.training.loop import train
 
     labels = [e.family for e in entries]
     test_graphs = [entries[int(i)].graph for i in split.test]
     if not retrain:
-        emb = embed_many(test_graphs)
-        return evaluate_split(emb, labels, split)
-    from nar_plugin.training.loop import train
-
-    out = Path(tempfile.mkdtemp(prefix=f"nar-eval-{split.name}-"))
+        return evaluate_split(embed_many(test_graphs), labels, split)
     t = time.time()
     kwargs: dict[str, Any] = {} if epochs is None else {"epochs": epochs}
-    # train() selects and splits `entries` exactly as here (same caps, same seed)
-    train(None, out, seed=seed, entries=list(entries), split=split.name, progress=False,
-          save_checkpoints=False, **kwargs)
-    log(f"  trained NAR on the {split.name} train items in {time.time() - t:.0f} s")
-    enc = load_encoder(out, reload=True)
+    with tempfile.TemporaryDirectory(prefix=f"nar-eval-{split.name}-") as out:
+        # train() selects and splits `entries` exactly as here (same caps, same seed)
+        train(None, out, seed=seed, entries=list(entries), split=split.name, progress=False,
+              save_checkpoints=False, **kwargs)
+        log(f"  trained NAR on the {split.name} train items in {time.time() - t:.0f} s")
+        enc = load_encoder(out, reload=True)
     return evaluate_split(embed_many(test_graphs, encoder=enc), labels, split)
 
 
 def run_eval(corpus: str | Path | None = None, methods: Sequence[str] = METHODS,
              splits: Sequence[str] = ("by_model", "by_family"), seed: int = 0, gnn_epochs: int = 20,
              retrain_nar: bool | None = None, nar_epochs: int | None = None, out: str | Path | None = None,
-             log: Callable[[str], None] = print) -> dict[str, dict[str, dict[str, float]]]:
+             log: Callable[[str], None] | None = None) -> dict[str, dict[str, dict[str, float]]]:
     """Evaluate ``methods`` on ``splits``; returns ``{split: {method: metrics}}`` and writes the
     Markdown tables to ``out`` when given.
 
@@ -66,11 +66,14 @@ def run_eval(corpus: str | Path | None = None, methods: Sequence[str] = METHODS,
         retrain_nar: train NAR per split (default: only for ``by_family``).
         nar_epochs: epochs when retraining NAR (default: the training config's).
         out: Markdown file to write.
+        log: where progress lines and tables go (default: this module's logger, INFO).
     """
     from nar_plugin.evaluation.baselines import run_baselines
     from nar_plugin.evaluation.metrics import format_table
-    from nar_plugin.training.loop import TrainConfig, load_training_corpus, make_split, select_items
+    from nar_plugin.training.config import TrainConfig
+    from nar_plugin.training.data import load_training_corpus, make_split, select_items
 
+    log = log or logger.info
     if corpus is None:
         from nar_plugin.corpus import default_corpus_dir
 
@@ -107,5 +110,5 @@ def run_eval(corpus: str | Path | None = None, methods: Sequence[str] = METHODS,
         md.append(f"### split: {name} ({len(split.test)} test queries)\n\n{table}\n")
         log(table)
     if out is not None:
-        Path(out).write_text("\n".join(md))
+        atomic_write_text(out, "\n".join(md))
     return results

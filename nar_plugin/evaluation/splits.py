@@ -26,19 +26,19 @@ import math
 import os
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nar_plugin.errors import CorruptArtifactError
+from nar_plugin.utils.io import atomic_write_text, read_versioned_json
 
 __all__ = [
     "SPLIT_FORMAT_VERSION",
     "Split",
     "keys_hash",
-    "split_by_model",
     "split_by_family",
+    "split_by_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -125,15 +125,12 @@ class Split:
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the split as JSON (atomically: temp file + rename).
+        """Write the split as compact JSON, atomically (:func:`~nar_plugin.utils.io.atomic_write_text`).
 
         Args:
             path: destination file.
         """
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), separators=(",", ":")))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(self.to_dict(), separators=(",", ":")))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], keys: Sequence[Hashable] | None = None) -> Split:
@@ -148,22 +145,12 @@ class Split:
             The :class:`Split`.
 
         Raises:
+            FileNotFoundError: no file at ``path``.
             CorruptArtifactError: the file is not a split, has another format version, is
                 malformed, or was made for other item keys.
         """
         where = str(path)
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise CorruptArtifactError(f"cannot read split file: {e}", path=where) from e
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
-            raise CorruptArtifactError(f"expected a JSON object with format {_FORMAT!r}", path=where)
-        if data.get("format_version") != SPLIT_FORMAT_VERSION:
-            raise CorruptArtifactError(
-                f"split has format version {data.get('format_version')!r}, this nar-plugin reads "
-                f"version {SPLIT_FORMAT_VERSION}; regenerate the split",
-                path=where,
-            )
+        data = read_versioned_json(path, _FORMAT, SPLIT_FORMAT_VERSION)
         try:
             split = cls(
                 name=str(data["name"]),

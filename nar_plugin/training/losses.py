@@ -1,36 +1,59 @@
-"""Training losses of the NAR encoder and the graph augmentation used for style invariance.
+"""Contrastive losses of the NAR encoder and of the GNN baselines.
 
+* :func:`supcon_loss` -- graph level, supervised contrastive over family labels (the encoder's
+  graph-level loss and the GCN/GAT baselines' only loss).
 * :func:`motif_info_nce` -- motif level: a motif embedding against its own context embedding
   (positive) and the other motifs' contexts in the batch (negatives). Negatives with the same
   motif pattern (``type_ids``) are masked out: two copies of a ResNet bottleneck in one batch
   are not a contrast the encoder should learn.
-* :func:`supcon_loss` -- graph level, supervised contrastive over family labels (re-exported
-  from :mod:`nar_plugin.evaluation.baselines`, where the GNN baselines use the same function).
-* :func:`augment_graph` -- a cheap "coding style" perturbation of an ArchGraph: drop or
-  duplicate activation nodes and swap the order of nearby independent nodes. Two views of one
-  architecture are positives in the graph-level loss. (The encoder itself no longer sees the
-  re-ordering: :func:`~nar_plugin.model.encoder.prepare` renumbers nodes canonically, which makes
-  node-order invariance exact instead of learned.)
 """
 
 from __future__ import annotations
 
-import heapq
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nar_plugin.evaluation.baselines import info_nce, supcon_loss
-from nar_plugin.graph import ArchGraph
+__all__ = ["motif_info_nce", "supcon_loss"]
 
-__all__ = ["supcon_loss", "info_nce", "motif_info_nce", "augment_graph", "ACTIVATIONS"]
 
-#: Ops that :func:`augment_graph` may drop or duplicate (single-input elementwise activations).
-ACTIVATIONS = frozenset({
-    "relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "mish",
-    "elu", "leaky_relu", "prelu", "softplus",
-})
+def _check_temperature(temperature: float) -> None:
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, found {temperature}")
+
+
+def supcon_loss(emb: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, the "L_out" form).
+
+    For each anchor ``i`` with at least one positive (another row with the same label):
+    ``-mean_{p in P(i)} log( exp(z_i.z_p / T) / sum_{a != i} exp(z_i.z_a / T) )``; averaged over
+    those anchors. Rows are L2-normalised inside.
+
+    Args:
+        emb: ``[B, D]`` embeddings.
+        labels: ``[B]`` integer labels.
+        temperature: softmax temperature ``T`` (> 0).
+
+    Returns:
+        Scalar tensor; ``0`` (still attached to the graph) when no anchor has a positive.
+
+    Raises:
+        ValueError: shapes disagree or ``temperature`` <= 0.
+    """
+    if emb.dim() != 2 or labels.shape != (emb.shape[0],):
+        raise ValueError(f"expected emb [B, D] and labels [B], found {tuple(emb.shape)} and "
+                         f"{tuple(labels.shape)}")
+    _check_temperature(temperature)
+    z = F.normalize(emb, dim=1)
+    eye = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+    sim = (z @ z.T / temperature).masked_fill(eye, float("-inf"))
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    n_pos = pos.sum(dim=1)
+    valid = n_pos > 0
+    if not bool(valid.any()):
+        return emb.sum() * 0.0
+    per_anchor = -log_prob.masked_fill(~pos, 0.0).sum(dim=1) / n_pos.clamp(min=1)
+    return per_anchor[valid].mean()
 
 
 def motif_info_nce(
@@ -41,7 +64,8 @@ def motif_info_nce(
     max_items: int | None = 1024,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """InfoNCE between motifs and their own contexts, other contexts as negatives.
+    """Symmetric InfoNCE: ``motif[i]`` should match ``context[i]`` against every other
+    ``context[j]`` (in-batch negatives), and the other way round. Rows are L2-normalised inside.
 
     Args:
         motif: ``[C, D]`` motif embeddings (Fs).
@@ -52,7 +76,7 @@ def motif_info_nce(
         generator: generator for the subsample (deterministic training).
 
     Returns:
-        Scalar tensor (symmetric mean cross-entropy); ``0`` attached to the graph when
+        Scalar tensor (mean of the two cross-entropies); ``0`` attached to the graph when
         ``C < 2``.
 
     Raises:
@@ -61,8 +85,7 @@ def motif_info_nce(
     if motif.dim() != 2 or motif.shape != context.shape:
         raise ValueError(f"expected two [C, D] tensors of one shape, found {tuple(motif.shape)} "
                          f"and {tuple(context.shape)}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, found {temperature}")
+    _check_temperature(temperature)
     c = motif.shape[0]
     if c < 2:
         return motif.sum() * 0.0 + context.sum() * 0.0
@@ -78,75 +101,3 @@ def motif_info_nce(
         logits = logits.masked_fill(same, float("-inf"))
     target = torch.arange(c, device=motif.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-
-
-def augment_graph(
-    graph: ArchGraph,
-    rng: np.random.Generator,
-    p_drop: float = 0.15,
-    p_dup: float = 0.05,
-    jitter: float = 2.5,
-) -> ArchGraph:
-    """A style-perturbed copy of ``graph`` (same architecture, other "coding style").
-
-    * each single-input activation node is dropped with probability ``p_drop`` (its consumers
-      read its input instead), or duplicated with probability ``p_dup`` (``act -> act``);
-    * nodes are re-ordered by a random topological order that prefers the original order
-      (Kahn's algorithm with priority ``position + U(0, jitter)``), which swaps nearby
-      independent branches, as a different tracer or ``forward`` would.
-
-    Args:
-        graph: the graph.
-        rng: a seeded numpy generator.
-        p_drop: drop probability per activation node.
-        p_dup: duplication probability per (kept) activation node.
-        jitter: width of the priority noise, in node positions (0 keeps the order).
-
-    Returns:
-        A new :class:`ArchGraph` (metadata copied); input/output nodes are never touched.
-    """
-    n = graph.num_nodes
-    # replacement[v]: the list of new-node ids that stand for v's output
-    new_ops: list[str] = []
-    new_attrs = []
-    new_inputs: list[list[int]] = []
-    out_of: list[int] = [-1] * n
-    for v in range(n):
-        preds = sorted({out_of[p] for p in graph.predecessors(v)})
-        op = graph.ops[v]
-        if op in ACTIVATIONS and len(preds) == 1:
-            u = rng.random()
-            if u < p_drop:
-                out_of[v] = preds[0]
-                continue
-            if u < p_drop + p_dup:
-                new_ops.append(op)
-                new_attrs.append(graph.attrs[v])
-                new_inputs.append(preds)
-                preds = [len(new_ops) - 1]
-        new_ops.append(op)
-        new_attrs.append(graph.attrs[v])
-        new_inputs.append(preds)
-        out_of[v] = len(new_ops) - 1
-    m = len(new_ops)
-    succs: list[list[int]] = [[] for _ in range(m)]
-    indeg = [0] * m
-    for v, ins in enumerate(new_inputs):
-        for p in ins:
-            succs[p].append(v)
-        indeg[v] = len(ins)
-    prio = np.arange(m, dtype=np.float64) + (rng.random(m) * jitter if jitter > 0 else 0.0)
-    heap = [(prio[v], v) for v in range(m) if indeg[v] == 0]
-    heapq.heapify(heap)
-    order: list[int] = []
-    while heap:
-        _, v = heapq.heappop(heap)
-        order.append(v)
-        for w in succs[v]:
-            indeg[w] -= 1
-            if indeg[w] == 0:
-                heapq.heappush(heap, (prio[w], w))
-    pos = {v: i for i, v in enumerate(order)}
-    edges = sorted({(pos[p], pos[v]) for v, ins in enumerate(new_inputs) for p in ins})
-    return ArchGraph([new_ops[v] for v in order], [new_attrs[v] for v in order], edges,
-                     metadata=dict(graph.metadata))

@@ -1,4 +1,4 @@
-"""Small torch context managers shared by training code (encoder and baselines)."""
+"""Small torch helpers shared by training code (encoder and baselines): threads, seeds, device."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["torch_threads", "seeded"]
+__all__ = ["resolve_device", "seeded", "torch_threads"]
 
 
 @contextlib.contextmanager
@@ -43,3 +43,10 @@ def seeded(seed: int, device: Any = "cpu") -> Iterator[None]:
             with torch.cuda.device(d):
                 torch.cuda.manual_seed(seed)
         yield
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> ``cuda`` when available, else ``cpu``; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
