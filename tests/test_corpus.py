@@ -15,7 +15,6 @@ from nar_plugin.corpus import (
     CorpusOptions,
     StaleCorpusError,
     build_corpus,
-    corpus_build_command,
     corpus_stats,
     load_corpus,
     load_records,
@@ -86,9 +85,11 @@ def test_stats_and_cli(small_corpus: tuple[Path, list], capsys: pytest.CaptureFi
     out, _ = small_corpus
     stats = corpus_stats(out)
     assert stats.sources["timm"].ok == 1 and stats.size_bytes > 0
-    assert corpus_build_command(["stats", "--out", str(out)]) == 0
+    from nar_plugin.cli import main
+
+    assert main(["corpus", "stats", "--out", str(out)]) == 0
     assert "timm" in capsys.readouterr().out
-    assert corpus_build_command(["stats", "--out", str(out), "--markdown"]) == 0
+    assert main(["corpus", "stats", "--out", str(out), "--markdown"]) == 0
     assert "### Counts per source" in capsys.readouterr().out
     assert stats.to_dict()["sources"]["nas"]["ok"] == 8
 

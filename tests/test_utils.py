@@ -91,3 +91,16 @@ def test_progress_counts_tasks_and_logs_without_a_terminal(caplog: pytest.LogCap
     assert single.completed == 2
     with pytest.raises(KeyError, match="no progress task"):
         single.advance(task="other")
+
+
+def test_atomic_write_keeps_the_usual_file_mode(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "new.txt", "x")
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "kept.txt").write_text("x")
+        os.chmod(tmp_path / "kept.txt", 0o640)
+        atomic_write_text(tmp_path / "kept.txt", "y")
+        assert (tmp_path / "kept.txt").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)

@@ -1,245 +1,132 @@
-"""``nar index ...``, ``nar similar``, ``nar dedup``, ``nar embed``, ``nar serve``."""
+"""``nar index ...``: fill, inspect, export and rebuild the shared embedding index."""
 
 from __future__ import annotations
 
-import argparse
-import json
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from nar_plugin.cli.main import console, emit, register_command
+import click
 
-#: ``nar index <sub>`` subcommands: name -> (help, add_args, handler). Other modules (the HF
-#: integration) add theirs with :func:`register_index_command`.
-INDEX_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+from nar_plugin.cli.hf import index_hf
+from nar_plugin.cli.options import index_option, json_option, tracking_uri_option
+from nar_plugin.cli.output import console, emit
+from nar_plugin.cli.render import stats_text, sync_text
 
-
-def register_index_command(name: str, help: str, add_args: Callable[[argparse.ArgumentParser], None],
-                           handler: Callable[[argparse.Namespace], int]) -> None:
-    """Register ``nar index <name>``."""
-    INDEX_COMMANDS[name] = (help, add_args, handler)
+__all__ = ["index"]
 
 
-def _open_index(args: argparse.Namespace) -> Any:
+def _open_index(path: str | None) -> Any:
     from nar_plugin.search.api import open_index
 
-    return open_index(getattr(args, "index", None))
+    return open_index(path)
 
 
-# ------------------------------------------------------------------ nar index add
-def _add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("sources", nargs="+", help="anything `nar graph` accepts")
-    p.add_argument("--key", help="index key (one source only)")
-    p.add_argument("--meta", action="append", default=[], metavar="K=V", help="metadata entries")
-    p.add_argument("--json", action="store_true")
+@click.group(name="index")
+@index_option
+@click.pass_context
+def index(ctx: click.Context, index: str | None) -> None:
+    """manage the shared embedding index"""
+    ctx.obj = index  # the subcommands' index directory (None: the default one)
 
 
-def _add(args: argparse.Namespace) -> int:
+def _parse_meta(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
+    if bad := [kv for kv in value if "=" not in kv]:
+        raise click.BadParameter(f"expected K=V, found {bad[0]!r}", ctx=ctx, param=param)
+    return dict(kv.split("=", 1) for kv in value)
+
+
+@index.command()
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...",
+                help="anything `nar graph` accepts, one or more")
+@click.option("--key", default=None, help="index key (one source only; default: derived from the source)")
+@click.option("--meta", multiple=True, metavar="K=V", callback=_parse_meta,
+              help="metadata entry stored with every source (repeatable)")
+@json_option
+@click.pass_obj
+def add(path: str | None, sources: tuple[str, ...], key: str | None, meta: dict[str, str], as_json: bool) -> None:
+    """extract, embed and index models"""
     from nar_plugin.search.api import index_model
+    from nar_plugin.utils.progress import Progress
 
-    if args.key and len(args.sources) != 1:
+    if key and len(sources) != 1:
         raise ValueError("--key names one entry; give exactly one source with it")
-    meta = dict(kv.split("=", 1) for kv in args.meta)
-    keys = [index_model(src, key=args.key, metadata=meta, index=getattr(args, "index", None)) for src in args.sources]
-    emit(args, keys, lambda: [console().print(f"indexed [bold]{k}[/bold]") for k in keys])
-    return 0
+    keys = []
+    with Progress("indexing", total=len(sources), enabled=None if len(sources) > 1 and not as_json else False) as bar:
+        for src in sources:
+            keys.append(index_model(src, key=key, metadata=meta, index=path))
+            bar.advance()
+    emit(as_json, keys, lambda: [console().print(f"indexed [bold]{k}[/bold]") for k in keys])
 
 
-def _stats(args: argparse.Namespace) -> int:
-    stats = _open_index(args).stats()
-
-    def human() -> None:
-        for k, v in stats.items():
-            console().print(f"{k:>18}: {v}")
-
-    emit(args, stats, human)
-    return 0
+@index.command()
+@json_option
+@click.pass_obj
+def stats(path: str | None, as_json: bool) -> None:
+    """entries, encoder version, index type, size"""
+    data = _open_index(path).stats()
+    emit(as_json, data, lambda: console().print(stats_text(data)))
 
 
-def _rebuild_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--from-export", help="JSONL written by `nar index export` (replaces everything)")
-    p.add_argument("--from-tracking", action="store_true", help="re-read every nar-tagged model from MLflow")
-    p.add_argument("--tracking-uri")
-    p.add_argument("--json", action="store_true")
+@index.command()
+@click.argument("out", metavar="F.jsonl", help="JSONL file to write")
+@click.pass_obj
+def export(path: str | None, out: str) -> None:
+    """write every entry as JSONL"""
+    n = _open_index(path).export(out)
+    console().print(f"wrote {n} entries to {out}")
 
 
-def _rebuild(args: argparse.Namespace) -> int:
-    """Rebuild the vector cache, or the whole index from an export or from MLflow tags.
+@index.command()
+@click.option("--from-export", metavar="F.jsonl", default=None,
+              help="JSONL written by `nar index export` (replaces everything)")
+@click.option("--from-tracking", is_flag=True, help="re-read every nar-tagged model from MLflow")
+@tracking_uri_option
+@json_option
+@click.pass_obj
+def rebuild(path: str | None, from_export: str | None, from_tracking: bool, tracking_uri: str | None,
+            as_json: bool) -> None:
+    """rebuild the index (vector cache, an export, or MLflow tags)
 
-    A corrupt ``meta.sqlite`` cannot be opened, so the restoring paths never open it: they build
-    a new database and move the old files aside (``*.corrupt-<time>``).
+    Without options, re-derives the vector cache from SQLite. A corrupt meta.sqlite cannot be
+    opened, so --from-export and --from-tracking never open it: they build a new database and
+    move the old files aside (*.corrupt-<time>).
     """
     from nar_plugin.config import nar_home
-    from nar_plugin.model.inference import encoder_version
-    from nar_plugin.index import EmbeddingIndex, import_jsonl
+    from nar_plugin.index import EmbeddingIndex
 
-    path = getattr(args, "index", None) or (nar_home() / "index")
-    if args.from_export:
-        idx = EmbeddingIndex.restore(import_jsonl(args.from_export), path)
-        msg = f"restored {len(idx)} entries from {args.from_export}"
-    elif args.from_tracking:
+    where = Path(path) if path else nar_home() / "index"
+    if from_export:
+        from nar_plugin.index import import_jsonl
+
+        idx = EmbeddingIndex.restore(import_jsonl(from_export), where)
+        msg = f"restored {len(idx)} entries from {from_export}"
+    elif from_tracking:
+        from nar_plugin.model.inference import encoder_version
         from nar_plugin.integrations.mlflow.sync import sync_from_tracking
 
-        idx = EmbeddingIndex.restore([], path, encoder_version=encoder_version())
-        rep = sync_from_tracking(args.tracking_uri, index=idx, full=True)
+        idx = EmbeddingIndex.restore([], where, encoder_version=encoder_version())
+        rep = sync_from_tracking(tracking_uri, index=idx, full=True)
         msg = f"rebuilt {len(idx)} entries from the nar tags at {rep.tracking_uri}"
     else:
-        idx = EmbeddingIndex(path)
+        idx = EmbeddingIndex(where)
         idx.rebuild()
         msg = f"rebuilt the vector cache of {len(idx)} entries (SQLite is intact)"
-    emit(args, {"entries": len(idx), "message": msg}, lambda: console().print(msg))
-    return 0
+    emit(as_json, {"entries": len(idx), "message": msg}, lambda: console().print(msg))
 
 
-def _export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("out", help="JSONL file to write")
-
-
-def _export(args: argparse.Namespace) -> int:
-    n = _open_index(args).export(args.out)
-    console().print(f"wrote {n} entries to {args.out}")
-    return 0
-
-
-def _sync_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI")
-    p.add_argument("--full", action="store_true", help="ignore the last sync time")
-    p.add_argument("--json", action="store_true")
-
-
-def _sync(args: argparse.Namespace) -> int:
+@index.command()
+@tracking_uri_option
+@click.option("--full", is_flag=True, help="ignore the last sync time and re-read everything")
+@json_option
+@click.pass_obj
+def sync(path: str | None, tracking_uri: str | None, full: bool, as_json: bool) -> None:
+    """pull nar-tagged models and versions from an MLflow tracking server"""
     from dataclasses import asdict
 
     from nar_plugin.integrations.mlflow.sync import sync_from_tracking
 
-    rep = sync_from_tracking(args.tracking_uri, index=_open_index(args), full=args.full)
-    emit(args, asdict(rep), lambda: console().print(
-        f"synced {rep.tracking_uri}: {rep.models_added} logged models, {rep.versions_added} model versions "
-        f"({'incremental' if rep.incremental else 'full'}; {rep.skipped_untagged} untagged, "
-        f"{rep.skipped_other_encoder} from another encoder skipped)"))
-    return 0
+    rep = sync_from_tracking(tracking_uri, index=_open_index(path), full=full)
+    emit(as_json, asdict(rep), lambda: console().print(sync_text(rep)))
 
 
-register_index_command("add", "extract, embed and index models", _add_args, _add)
-register_index_command("stats", "entries, encoder version, index type, size", lambda p: p.add_argument("--json", action="store_true"), _stats)
-register_index_command("rebuild", "rebuild the index (vector cache, an export, or MLflow tags)", _rebuild_args, _rebuild)
-register_index_command("export", "write every entry as JSONL", _export_args, _export)
-register_index_command("sync", "pull nar-tagged models and versions from an MLflow tracking server", _sync_args, _sync)
-
-
-def _index_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--index", help="index directory (default: $NAR_HOME/index)")
-    sub = p.add_subparsers(dest="index_command", metavar="SUBCOMMAND", required=True)
-    for name, (help_text, add_args, handler) in sorted(INDEX_COMMANDS.items()):
-        sp = sub.add_parser(name, help=help_text, description=help_text)
-        add_args(sp)
-        sp.set_defaults(_sub=handler)
-
-
-register_command("index", "manage the shared embedding index", _index_args, lambda a: a._sub(a))
-
-
-# ------------------------------------------------------------------ nar similar
-def _similar_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("query", help="index key, MLflow run id / model id / models:/ URI, or a model source")
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--relation", choices=["identical", "near-duplicate", "related", "unrelated"])
-    p.add_argument("--index", help="index directory")
-    p.add_argument("--explain", action="store_true", help="show why each match is close")
-    p.add_argument("--json", action="store_true")
-
-
-def _similar(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from nar_plugin.search.api import find_similar
-
-    matches = find_similar(args.query, k=args.k, relation=args.relation, index=args.index)
-
-    def human() -> None:
-        t = Table("rank", "key", "score", "relation", *(["why"] if args.explain else []), title=f"similar to {args.query}")
-        for i, m in enumerate(matches, 1):
-            t.add_row(str(i), m.key, f"{m.score:.3f}", m.relation, *([str(m.explain())] if args.explain else []))
-        console().print(t)
-
-    emit(args, [m.to_dict() for m in matches], human)
-    return 0
-
-
-register_command("similar", "find indexed models with similar architectures", _similar_args, _similar)
-
-
-# ------------------------------------------------------------------ nar embed
-def _embed_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source")
-    p.add_argument("--json", action="store_true", help="print the vector as a JSON list")
-
-
-def _embed(args: argparse.Namespace) -> int:
-    from nar_plugin.index.codec import encode_embedding
-    from nar_plugin.model.inference import embed, encoder_version
-
-    v = embed(args.source)
-    if args.json:
-        print(json.dumps({"encoder": encoder_version(), "embedding": [round(float(x), 6) for x in v]}))
-    else:
-        print(encode_embedding(v))
-    return 0
-
-
-register_command("embed", "print a model's embedding (tag format, or --json)", _embed_args, _embed)
-
-
-# ------------------------------------------------------------------ nar dedup
-def _dedup_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--registry", action="store_true", help="registered model versions (the default and only scope)")
-    p.add_argument("--tracking-uri")
-    p.add_argument("--no-sync", action="store_true", help="use the local index as it is")
-    p.add_argument("--json", action="store_true")
-
-
-def _dedup(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from nar_plugin.integrations.mlflow.registry import dedup_report
-
-    clusters = dedup_report(tracking_uri=args.tracking_uri, sync=not args.no_sync)
-
-    def human() -> None:
-        if not clusters:
-            console().print("no duplicate registered versions")
-        for c in clusters:
-            console().print(f"[bold]{c.relation}[/bold] (min cosine {c.min_score:.3f}): " + ", ".join(c.members))
-
-    emit(args, [asdict(c) for c in clusters], human)
-    return 0
-
-
-register_command("dedup", "clusters of identical / near-duplicate registered model versions", _dedup_args, _dedup)
-
-
-# ------------------------------------------------------------------ nar serve
-def _serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["mlflow-webhook", "hf-webhook"])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
-
-
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from nar_plugin.config import NAR_WEBHOOK_SECRET
-
-    if args.what == "mlflow-webhook":
-        from nar_plugin.integrations.mlflow.webhook import make_app
-
-        app = make_app(NAR_WEBHOOK_SECRET.get())
-    else:
-        from nar_plugin.integrations.hf import make_webhook_app
-
-        app = make_webhook_app(NAR_WEBHOOK_SECRET.get())
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
-    return 0
-
-
-register_command("serve", "run a webhook receiver (secret from NAR_WEBHOOK_SECRET)", _serve_args, _serve)
+index.add_command(index_hf)

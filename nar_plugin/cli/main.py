@@ -1,22 +1,26 @@
-"""The ``nar`` command line.
+"""The ``nar`` command line: the root group, the one error table and :func:`main`.
 
-Every command prints a human table by default and JSON with ``--json``. Errors become one line on
-stderr and a non-zero exit code (2: bad input, 3: not found, 4: blocked duplicate, 1: other);
-``NAR_DEBUG=true`` prints the full traceback.
+Every command prints human text by default and JSON with ``--json``. An error raised while a
+command runs becomes one line on stderr and the exit code of :data:`ERROR_TABLE` (2: bad input,
+3: not found, 4: blocked duplicate, 1: other); ``NAR_DEBUG=true`` also prints the traceback.
+Usage errors (unknown option, missing argument) are click's: usage and message, exit code 2.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Sequence
 from typing import Any
+
+import click
 
 from nar_plugin import errors
 
-# exception type -> (exit code, prefix); first match wins
-_ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
+__all__ = ["ERROR_TABLE", "nar", "main", "report_error"]
+
+#: exception type -> (exit code, prefix of the message line); the first match wins
+ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (errors.DuplicateModelError, 4, "duplicate"),
     (errors.KeyNotFoundError, 3, "not found"),
     (errors.MissingDependencyError, 2, "missing dependency"),
@@ -32,126 +36,95 @@ _ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (ValueError, 2, "invalid input"),
 ]
 
-Handler = Callable[[argparse.Namespace], int]
-_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler, str]] = {}
+#: exit code of a run stopped with Ctrl-C (128 + SIGINT)
+INTERRUPTED = 130
 
 
-def register_command(name: str, help: str, add_args: Callable[[argparse.ArgumentParser], None],
-                     handler: Handler) -> None:
-    """Register ``nar <name>``: ``add_args`` declares its arguments, ``handler`` runs it and
-    returns the exit code."""
-    _COMMANDS[name] = (add_args, handler, help)
-
-
-def emit(args: argparse.Namespace, data: Any, human: Callable[[], None]) -> None:
-    """Print ``data`` as JSON when ``--json`` was given, else call ``human``."""
-    if getattr(args, "json", False):
-        print(json.dumps(data, indent=2, default=str))
-    else:
-        human()
-
-
-def console() -> Any:
-    from rich.console import Console
-
-    return Console()
-
-
-# ------------------------------------------------------------------ nar graph
-def _graph_handler(args: argparse.Namespace) -> int:
-    from nar_plugin.extract import extract_graph
-
-    g = extract_graph(args.source, tracer=args.tracer)
-    summary = g.summary()
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(g.to_json())
-
-    def human() -> None:
-        from rich.table import Table
-
-        c = console()
-        c.print(f"[bold]{args.source}[/bold]  nodes={g.num_nodes} edges={g.num_edges} "
-                f"hash={g.graph_hash} tracer={g.metadata.get('tracer', '?')}")
-        t = Table("op", "count")
-        for op, n in summary["ops"].items():
-            t.add_row(op, str(n))
-        c.print(t)
-
-    emit(args, summary, human)
-    return 0
-
-
-def _graph_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="timm name, HF model type / config.json, .onnx, .pt2, MLflow model dir")
-    p.add_argument("--tracer", default="auto", choices=["auto", "fx", "export"])
-    p.add_argument("--out", help="write the ArchGraph JSON here")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-
-
-register_command("graph", "extract a model's architecture graph and print a summary", _graph_args, _graph_handler)
-
-
-# ------------------------------------------------------------------ main
-def build_parser() -> argparse.ArgumentParser:
-    from nar_plugin import __version__
-
-    parser = argparse.ArgumentParser(prog="nar", description="Neural Architecture Retrieval for MLflow and the HF Hub")
-    parser.add_argument("--version", action="version", version=f"nar-plugin {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _load_commands()
-    for name, (add_args, handler, help_text) in sorted(_COMMANDS.items()):
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        add_args(p)
-        p.set_defaults(_handler=handler)
-    return parser
-
-
-def _load_commands() -> None:
-    """Import the modules that register further commands (kept apart to stay small)."""
-    import importlib
-
-    for mod in ("nar_plugin.cli.commands", "nar_plugin.cli.hf", "nar_plugin.cli.index"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``nar`` console script."""
-    import warnings
-
+def _debug() -> bool:
     from nar_plugin.config import NAR_DEBUG
+
+    try:
+        return NAR_DEBUG.get()
+    except errors.ConfigError:  # a bad NAR_DEBUG must not hide the error being reported
+        return False
+
+
+def report_error(e: BaseException) -> int:
+    """Print the one-line message of ``e`` on stderr (and its traceback with ``NAR_DEBUG``) and
+    return its exit code from :data:`ERROR_TABLE` (1 for anything not listed)."""
+    debug = _debug()
+    if debug:
+        traceback.print_exception(e, file=sys.stderr)
+    text = " ".join(str(e).split())  # one line, even when a tracer's message spans several
+    for etype, code, prefix in ERROR_TABLE:
+        if isinstance(e, etype):
+            click.echo(f"nar: {prefix}: {text}", err=True)
+            return code
+    hint = "" if debug else " (set NAR_DEBUG=true for the traceback)"
+    click.echo(f"nar: unexpected {type(e).__name__}: {text}{hint}", err=True)
+    return 1
+
+
+class NarGroup(click.Group):
+    """The root group: runs every command inside the CLI's one error boundary."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # usage errors, --help, explicit exits: click reports them
+        except KeyboardInterrupt:
+            click.echo("nar: interrupted", err=True)
+            raise click.exceptions.Exit(INTERRUPTED) from None
+        except Exception as e:  # noqa: BLE001 - the CLI's error boundary
+            raise click.exceptions.Exit(report_error(e)) from e
+
+
+@click.group(cls=NarGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(None, "--version", package_name="nar-plugin", prog_name="nar-plugin",
+                      message="%(prog)s %(version)s", help="show the version and exit")
+def nar() -> None:
+    """Neural Architecture Retrieval for MLflow and the HF Hub."""
+    import warnings
 
     # torch_geometric still calls torch.jit.script at import; the deprecation is not the user's
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "_handler", None):
-        parser.print_help()
-        return 2
+
+
+def _add_commands() -> None:
+    from nar_plugin.cli import apps, index, model, search, serve, training
+
+    for cmd in (*model.COMMANDS, *search.COMMANDS, *apps.COMMANDS, *training.COMMANDS, index.index, serve.serve):
+        nar.add_command(cmd)
+
+
+_add_commands()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``nar`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit code.
+
+    Example:
+        >>> main(["graph", "resnet18", "--json"])
+        0
+    """
     try:
-        return int(args._handler(args) or 0)
-    except KeyboardInterrupt:
-        print("nar: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 - the CLI's error boundary
-        debug = False
-        try:
-            debug = NAR_DEBUG.get()
-        except errors.ConfigError:
-            pass
-        if debug:
-            raise
-        for etype, code, prefix in _ERROR_TABLE:
-            if isinstance(e, etype):
-                print(f"nar: {prefix}: {e}", file=sys.stderr)
-                return code
-        print(f"nar: unexpected {type(e).__name__}: {e} (set NAR_DEBUG=true for the traceback)", file=sys.stderr)
-        return 1
+        rv = nar.main(args=list(argv) if argv is not None else None, prog_name="nar", standalone_mode=False)
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.Abort:  # Ctrl-C while click itself was parsing or prompting
+        click.echo("nar: interrupted", err=True)
+        return INTERRUPTED
+    finally:
+        _close_index_handles()
+    return rv if isinstance(rv, int) else 0  # ctx.exit(code) comes back as the int
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+def _close_index_handles() -> None:
+    """Close the process-wide index handles the command opened, as the end of a process would:
+    ``main`` may run many commands in one process (tests, notebooks), and each must see the
+    index as it is on disk. Only when the index was loaded: ``nar --help`` must not import FAISS."""
+    handles = sys.modules.get("nar_plugin.index.handles")
+    if handles is not None:
+        handles.close_all()

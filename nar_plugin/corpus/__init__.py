@@ -15,7 +15,6 @@ from nar_plugin.corpus.build import (
     CorpusSummary,
     SourceSummary,
     build_corpus,
-    corpus_build_command,
     corpus_stats,
     default_corpus_dir,
 )
@@ -37,7 +36,6 @@ __all__ = [
     "SourceSummary",
     "StaleCorpusError",
     "build_corpus",
-    "corpus_build_command",
     "corpus_stats",
     "default_corpus_dir",
     "load_corpus",

@@ -10,12 +10,10 @@ and a finished build re-run builds nothing.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import logging
 import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,7 +32,6 @@ __all__ = [
     "CorpusSummary",
     "SourceSummary",
     "build_corpus",
-    "corpus_build_command",
     "corpus_stats",
     "default_corpus_dir",
 ]
@@ -250,72 +247,3 @@ def corpus_stats(out_dir: str | os.PathLike[str] | None = None,
         s.seconds = last.get("seconds", 0.0)
         summary.sources[src] = s
     return summary
-
-
-# ------------------------------------------------------------------ command line
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nar corpus", description="Build or inspect the retrieval corpus.")
-    sub = p.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="build or resume a corpus")
-    b.add_argument("--sources", default=",".join(SOURCES),
-                   help=f"comma-separated subset of {','.join(SOURCES)} (default: all)")
-    b.add_argument("--out", default=None, help="corpus directory (default: <repo>/corpus or NAR_HOME/corpus)")
-    b.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    b.add_argument("--limit", type=int, default=None, help="at most N base entries per source")
-    b.add_argument("--timeout", type=float, default=120.0, help="seconds per item (default 120)")
-    b.add_argument("--seed", type=int, default=0, help="NAS sampler seed (default 0)")
-    b.add_argument("--nas-families", type=int, default=400, help="NAS families per search space (default 400)")
-    b.add_argument("--no-hf-variants", action="store_true", help="only default transformers configs")
-    b.add_argument("--retry-failed", action="store_true", help="rebuild items recorded as failed")
-    b.add_argument("--rebuild", action="store_true", help="delete a stale corpus and start over")
-    b.add_argument("--no-progress", action="store_true", help="no progress bar")
-    st = sub.add_parser("stats", help="print the summary table of an existing corpus")
-    st.add_argument("--out", default=None, help="corpus directory")
-    st.add_argument("--markdown", action="store_true", help="the full Markdown report (docs/corpus.md)")
-    return p
-
-
-def corpus_build_command(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``nar corpus {build,stats}``; returns the process exit code.
-
-    Example:
-        ``nar corpus build --sources timm,nas --workers 2 --limit 50 --out corpus``
-    """
-    args = _parser().parse_args(argv)
-    from rich.console import Console
-
-    console = Console() if sys.stdout.isatty() else Console(width=180)  # logs keep the table readable
-    if args.command == "stats":
-        if args.markdown:
-            from nar_plugin.corpus.report import corpus_markdown
-
-            print(corpus_markdown(args.out if args.out is not None else default_corpus_dir()))  # noqa: T201 - CLI output
-            return 0
-        console.print(corpus_stats(args.out).render())
-        return 0
-    srcs = [s.strip() for s in args.sources.split(",") if s.strip()]
-    opts = CorpusOptions(timeout_s=args.timeout, hf_variants=not args.no_hf_variants, seed=args.seed,
-                         nas_darts_families=args.nas_families, nas_nb201_families=args.nas_families,
-                         retry_failed=args.retry_failed)
-    summary = build_corpus(srcs, args.out, workers=args.workers, limit=args.limit,
-                           progress=not args.no_progress, options=opts, rebuild=args.rebuild)
-    console.print(summary.render())
-    return 0
-
-
-def _interrupt(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt
-
-
-def main() -> None:  # pragma: no cover - ``python -m nar_plugin.corpus``
-    import signal
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
-    # `kill <pid>` stops like Ctrl-C: the batch in hand is written and the workers are stopped
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        raise SystemExit(corpus_build_command())
-    except KeyboardInterrupt:
-        logger.warning("interrupted; finished items are saved, run the same command to resume")
-        raise SystemExit(130) from None

@@ -21,6 +21,22 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atom
            "fsync_dir", "read_versioned_json", "write_versioned_json"]
 
 
+_UMASK: int | None = None
+
+
+def _default_mode(dest: Path) -> int:
+    """The mode a plain ``open(dest, "w")`` would give: the old file's, else 0o666 less the umask."""
+    global _UMASK
+    try:
+        return dest.stat().st_mode & 0o7777
+    except OSError:
+        pass
+    if _UMASK is None:  # os.umask can only be read by setting it; do it once
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return 0o666 & ~_UMASK
+
+
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     """Flush a folder's entry table (a rename is durable only once its folder is synced)."""
     try:
@@ -52,6 +68,7 @@ def atomic_writer(path: str | os.PathLike[str], mode: str = "wb", *, durable: bo
     dest = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
+        os.chmod(tmp, _default_mode(dest))  # mkstemp creates 0600; others sharing the folder may read it
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
             yield fh
             fh.flush()

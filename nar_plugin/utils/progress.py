@@ -61,12 +61,14 @@ class Progress:
         if self._show:
             from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)
+            from rich.console import Console
             from rich.progress import Progress as RichProgress
 
             cols: list[Any] = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
             if self._counters:
                 cols.append(TextColumn(" ".join(f"{c} {{task.fields[{c}]}}" for c in self._counters)))
-            self._bar = RichProgress(*cols, TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+            self._bar = RichProgress(*cols, TimeElapsedColumn(), TimeRemainingColumn(),
+                                     console=Console(stderr=True), transient=False)
             self._bar.__enter__()
             for name in self.totals:
                 self._ids[name] = self._bar.add_task(name, total=self.totals[name], **self.counts[name])
