@@ -102,6 +102,9 @@ def main() -> None:
         t0, c0 = time.perf_counter(), time.process_time()
         summary = index_repos(list(repos), workers=a.workers, progress=False, cache_dir=cache)
         total, cpu = time.perf_counter() - t0, time.process_time() - c0
+        from nar_plugin.index import close_all
+
+        close_all()  # before the temporary NAR_HOME is removed
     ok = len(summary.indexed)
     print(f"torch threads: {torch.get_num_threads()}, cores: {os.cpu_count()}, workers: {a.workers}, "
           f"load average during the run: {os.getloadavg()[0]:.1f}")

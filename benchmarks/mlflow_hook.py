@@ -2,7 +2,8 @@
 
 Same process, same run, alternating on/off so drift hits both; pt2 format with explicit
 `pip_requirements` so requirement inference (5-10 s) does not hide our cost. Uses a local
-SQLite tracking store.
+SQLite tracking store. A last, profiled `log_model` with the hook on counts the work the hook
+does per call (encoder forward passes, motif samplings) and the time spent inside it.
 
     .venv/bin/python benchmarks/mlflow_hook.py [--repeat 3]
 """
@@ -10,11 +11,25 @@ SQLite tracking store.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import statistics
 import tempfile
 import time
 import warnings
+
+
+def _hook_work(profile: cProfile.Profile) -> dict[str, tuple[int, float]]:
+    """(calls, cumulative s) of the functions whose count the hook's cost depends on."""
+    wanted = {"embed_many": "encoder passes", "sample_motifs": "motif samplings",
+              "index_logged_model": "hook total"}
+    out: dict[str, tuple[int, float]] = {}
+    for (_, _, func), (_, ncalls, _, cum, _) in pstats.Stats(profile).stats.items():  # type: ignore[attr-defined]
+        if func in wanted:
+            calls, t = out.get(wanted[func], (0, 0.0))
+            out[wanted[func]] = (calls + ncalls, t + cum)
+    return out
 
 
 def main() -> None:
@@ -48,11 +63,18 @@ def main() -> None:
                 t = time.perf_counter()
                 mlflow.pytorch.log_model(model, name=f"m-{state}-{i}", input_example=x.numpy(), pip_requirements=["torch"])
                 times[state].append(time.perf_counter() - t)
-    nm.autolog(silent=True)
+        nm.autolog(silent=True)
+        profile = cProfile.Profile()
+        profile.runcall(mlflow.pytorch.log_model, model, name="profiled", input_example=x.numpy(),
+                        pip_requirements=["torch"])
     on, off = statistics.median(times["on"]), statistics.median(times["off"])
-    print(f"| model | log_model off (s) | log_model on (s) | overhead |")
-    print(f"|---|---|---|---|")
+    print("| model | log_model off (s) | log_model on (s) | overhead |")
+    print("|---|---|---|---|")
     print(f"| {a.model} | {off:.2f} | {on:.2f} | {100 * (on - off) / off:+.1f}% |")
+    print()
+    print("work inside one hooked log_model (profiled):")
+    for what, (calls, t) in sorted(_hook_work(profile).items()):
+        print(f"  {what:<16} {calls:3d} call(s)  {t:.3f} s")
 
 
 if __name__ == "__main__":

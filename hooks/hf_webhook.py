@@ -24,9 +24,10 @@ def create_app() -> Any:
 
 
 def main() -> None:
-    import uvicorn
-
     from nar_plugin.integrations.hf import make_webhook_app
+    from nar_plugin.utils.deps import require
+
+    uvicorn = require("uvicorn")  # MissingDependencyError with the pip line when absent
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--host", default="127.0.0.1")

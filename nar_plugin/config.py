@@ -80,6 +80,14 @@ NAR_ENCODER_WEIGHTS = EnvVar("NAR_ENCODER_WEIGHTS", str, "", doc="Encoder weight
 NAR_WEBHOOK_SECRET = EnvVar("NAR_WEBHOOK_SECRET", str, "", doc="Shared secret of webhook receivers.")
 NAR_WEBHOOK_MAX_AGE = EnvVar("NAR_WEBHOOK_MAX_AGE", int, 300, doc="Oldest accepted webhook timestamp, seconds.")
 
+#: Integrations that extend search (query resolvers, result folding), as ``"module:function"``.
+#: :mod:`nar_plugin.search.resolvers` imports each by name and calls it the first time it is
+#: needed, so that core search never imports an integration (see that module for why).
+SEARCH_INTEGRATIONS: tuple[str, ...] = (
+    "nar_plugin.integrations.mlflow.resolve:register",
+    "nar_plugin.integrations.hf.keys:register",
+)
+
 
 def nar_home() -> Path:
     """The directory holding the index and caches (``NAR_HOME`` or the user cache dir)."""

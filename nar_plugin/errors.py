@@ -30,6 +30,11 @@ __all__ = [
     "InvalidQueryError",
     "PickleOnlyModelError",
     "StaleCorpusError",
+    "TrackingUnavailableError",
+    "NarWarning",
+    "PluginFailureWarning",
+    "NarMlflowWarning",
+    "DuplicateModelWarning",
 ]
 
 
@@ -177,3 +182,25 @@ class StaleCorpusError(CorruptArtifactError):
         self.what = what
         self.found = found
         self.expected = expected
+
+
+class TrackingUnavailableError(NarError, ConnectionError):
+    """An MLflow tracking server could not be reached (the message names its URI)."""
+
+
+# ------------------------------------------------------------------ warnings
+class NarWarning(UserWarning):
+    """Base class of every warning nar-plugin issues."""
+
+
+class PluginFailureWarning(NarWarning):
+    """nar-plugin failed inside a call it hooks; the call itself went ahead (see
+    :mod:`nar_plugin.integrations.boundary`)."""
+
+
+class NarMlflowWarning(PluginFailureWarning):
+    """A nar-plugin failure inside an MLflow call (the call itself still succeeded)."""
+
+
+class DuplicateModelWarning(NarWarning):
+    """A registered model version duplicates an existing one (``NAR_DEDUP=warn``)."""

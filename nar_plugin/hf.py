@@ -1,7 +1,8 @@
 """``nar_plugin.hf``: the public face of the Hugging Face Hub integration.
 
 Importing it is light (``huggingface_hub`` is imported by the functions) and installs nothing;
-see :mod:`nar_plugin.integrations.hf` and ``docs/hf.md``.
+it re-exports exactly the public names of :mod:`nar_plugin.integrations.hf` (see ``docs/hf.md``):
+``index_repo``, ``index_repos``, ``autolog``, ``make_webhook_app``, ``relation_vs_base_model``...
 
 Example:
     >>> import nar_plugin.hf
@@ -11,40 +12,6 @@ Example:
 
 from __future__ import annotations
 
-from nar_plugin.integrations.hf import (
-    HubSnapshot,
-    IndexSummary,
-    RepoFailure,
-    autolog,
-    card_with_nar_block,
-    classify_webhook,
-    fetch_repo,
-    graph_from_repo_config,
-    index_repo,
-    index_repos,
-    make_webhook_app,
-    maybe_autolog,
-    nar_card_block,
-    parse_repo_spec,
-    relation_vs_base_model,
-    repo_key,
-)
-
-__all__ = [
-    "HubSnapshot",
-    "IndexSummary",
-    "RepoFailure",
-    "autolog",
-    "card_with_nar_block",
-    "classify_webhook",
-    "fetch_repo",
-    "graph_from_repo_config",
-    "index_repo",
-    "index_repos",
-    "make_webhook_app",
-    "maybe_autolog",
-    "nar_card_block",
-    "parse_repo_spec",
-    "relation_vs_base_model",
-    "repo_key",
-]
+# one list of public names, kept by the integration package (its __all__ bounds the star import)
+from nar_plugin.integrations.hf import *  # noqa: F403
+from nar_plugin.integrations.hf import __all__  # noqa: F401

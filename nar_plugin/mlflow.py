@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from nar_plugin.integrations.mlflow.hooks import autolog, index_logged_model, is_autologging
+from nar_plugin.integrations.mlflow.hooks import (
+    autolog,
+    index_logged_model,
+    is_autologging,
+)
 from nar_plugin.integrations.mlflow.registry import dedup_report
 from nar_plugin.integrations.mlflow.sync import sync_from_tracking as sync
 
-__all__ = ["autolog", "is_autologging", "index_logged_model", "sync", "dedup_report"]
+__all__ = ["autolog", "dedup_report", "index_logged_model", "is_autologging", "sync"]

@@ -14,10 +14,9 @@ import uuid
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +56,9 @@ def test_entry_point_is_active() -> None:
 
 
 def test_pytorch_pt2_log_model_is_tagged_and_indexed(tracking: str) -> None:
+    from nar_plugin.index import EmbeddingIndex
     from nar_plugin.index.codec import decode_embedding
     from nar_plugin.model.inference import embed, encoder_version
-    from nar_plugin.index import EmbeddingIndex
 
     model = _resnet("resnet18")
     with mlflow.start_run() as run:
@@ -140,14 +139,62 @@ def test_find_similar_by_run_id_ranks_same_family_first(tracking: str) -> None:
     assert again[0].metadata["run_id"] in runs.values()
 
 
+def test_find_similar_by_run_id_in_a_fresh_process(tracking: str) -> None:
+    """The MLflow resolver registers itself on first use: nothing imports the integration first."""
+    import subprocess
+    import sys
+
+    with mlflow.start_run() as run:
+        info = _log_torch(CNN(), X)
+    code = ("import json, sys, nar_plugin\n"
+            "assert 'nar_plugin.integrations.mlflow.resolve' not in sys.modules\n"
+            "matches = nar_plugin.find_similar(sys.argv[1], k=3)\n"
+            "print(json.dumps([m.metadata.get('model_id') for m in matches]))\n")
+    out = subprocess.run([sys.executable, "-c", code, run.info.run_id], capture_output=True, text=True, check=False,
+                         timeout=300, env={**os.environ, "MLFLOW_TRACKING_URI": tracking})
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found and all(found) and info.model_id not in found
+
+
+def test_one_log_model_embeds_and_describes_once(tracking: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nar_plugin.model import inference
+    from nar_plugin.search import api, results
+
+    calls = {"embed_graph": 0, "describe_graph": 0}
+
+    def counting(name, *modules):
+        real = getattr(modules[0], name)
+
+        def wrapper(*a, **k):
+            calls[name] += 1
+            return real(*a, **k)
+
+        for mod in modules:  # every binding of the function the hook's code path can reach
+            monkeypatch.setattr(mod, name, wrapper, raising=False)
+
+    counting("embed_graph", inference, api)
+    counting("describe_graph", results, api)
+    with mlflow.start_run():
+        info = _log_torch(SMALL, XS)
+    assert calls == {"embed_graph": 1, "describe_graph": 1}
+    from nar_plugin.index import EmbeddingIndex
+
+    entry = EmbeddingIndex().get(f"mlflow:model:{info.model_id}")
+    tags = mlflow.MlflowClient().get_logged_model(info.model_id).tags
+    from nar_plugin.index.codec import decode_embedding
+
+    assert entry is not None and float(entry.vector @ decode_embedding(tags["nar.embedding"])) > 0.999
+    assert entry.metadata["description"]["num_motifs"] == int(tags["nar.num_motifs"])
+
+
 def _register(model_name: str, run_model_id: str):
     return mlflow.register_model(f"models:/{run_model_id}", model_name)
 
 
 @pytest.mark.parametrize("policy", ["warn", "tag", "block"])
 def test_registry_dedup_policies(tracking: str, policy: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nar_plugin.errors import DuplicateModelError
-    from nar_plugin.integrations.mlflow.registry import DuplicateModelWarning
+    from nar_plugin.errors import DuplicateModelError, DuplicateModelWarning
 
     name = f"reg-{policy}-{uuid.uuid4().hex[:6]}"
     with mlflow.start_run():
@@ -222,9 +269,31 @@ def test_fault_extractor_or_encoder_raises(tracking: str, no_reraise: None, monk
     with mlflow.start_run() as run, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         info = _log_torch(SMALL, XS)
+    from nar_plugin.errors import NarMlflowWarning
+
     tags = _assert_logged(info, run.info.run_id)
     assert tags["nar.status"] == "error:RuntimeError"
     assert sum("nar-plugin" in str(w.message) for w in caught) == 1
+    assert [w.category for w in caught if "nar-plugin" in str(w.message)] == [NarMlflowWarning]
+
+
+def test_fault_reraised_under_nar_testing(tracking: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nar_plugin.model import inference
+
+    monkeypatch.setattr(inference, "embed_graph", _boom)  # NAR_TESTING=true from conftest
+    with mlflow.start_run(), pytest.raises(RuntimeError, match="injected failure"):
+        _log_torch(SMALL, XS)
+
+
+def test_users_own_mlflow_error_propagates_unchanged(tracking: str, no_reraise: None, tmp_path: Path) -> None:
+    from mlflow.exceptions import MlflowException
+
+    (tmp_path / "MLmodel").write_text("flavors: {}\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(MlflowException):
+            mlflow.MlflowClient().log_model_artifacts("m-" + "0" * 32, str(tmp_path))
+    assert not [w for w in caught if "nar-plugin" in str(w.message)]  # the hook never ran
 
 
 def test_fault_index_locked(tracking: str, no_reraise: None, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -234,9 +303,8 @@ def test_fault_index_locked(tracking: str, no_reraise: None, monkeypatch: pytest
 
     monkeypatch.setenv("NAR_LOCK_TIMEOUT", "0.2")
     idx = EmbeddingIndex()
-    with filelock.FileLock(str(idx.path / ".lock")):
-        with mlflow.start_run() as run:
-            info = _log_torch(SMALL, XS)
+    with filelock.FileLock(str(idx.path / ".lock")), mlflow.start_run() as run:
+        info = _log_torch(SMALL, XS)
     tags = _assert_logged(info, run.info.run_id)
     assert tags["nar.status"] == "ok"  # tags written; the index is repaired by `nar index sync`
 
@@ -289,7 +357,10 @@ def test_fault_corrupt_artifact(tracking: str, no_reraise: None, monkeypatch: py
 
 
 def test_fault_tracking_unreachable_during_sync(tracking: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nar_plugin.integrations.mlflow.sync import TrackingUnavailableError, sync_from_tracking
+    from nar_plugin.integrations.mlflow.sync import (
+        TrackingUnavailableError,
+        sync_from_tracking,
+    )
 
     # MLflow's client retries with backoff for minutes by default
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -316,8 +387,9 @@ def test_sync_is_incremental(tracking: str, tmp_path: Path) -> None:
 
 
 def test_autolog_off_leaves_mlflow_untouched(tracking: str) -> None:
-    import nar_plugin.mlflow as nm
     from mlflow.tracking._tracking_service.client import TrackingServiceClient
+
+    import nar_plugin.mlflow as nm
 
     nm.autolog(disable=True)
     try:
@@ -343,9 +415,9 @@ def _serve(app, port: int):
 
 def test_webhook_receiver_tags_new_version_and_rejects_bad_deliveries(tracking: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import httpx
+    from conftest import free_port, wait_http
     from mlflow.entities.webhook import WebhookEvent
 
-    from conftest import free_port, wait_http
     from nar_plugin.integrations.mlflow.webhook import make_app, sign
 
     secret = "s3cret-" + uuid.uuid4().hex

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nar_plugin.index import EmbeddingIndex
 from nar_plugin.apps.map import map_points, project_2d, render_map, write_map
+from nar_plugin.index import EmbeddingIndex
 
 
 def _index(tmp_path: Path) -> EmbeddingIndex:

@@ -16,13 +16,15 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DemoModel", "demo_models", "run_demo"]
+__all__ = ["DemoModel", "demo_environment", "demo_models", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -53,14 +55,14 @@ def _tv(name: str) -> Callable[[], Any]:
 
 
 def _hand_mlp() -> Any:
-    import torch.nn as nn
+    from torch import nn
 
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
                          nn.Linear(256, 10))
 
 
 def _hand_cnn() -> Any:
-    import torch.nn as nn
+    from torch import nn
 
     def block(i: int, o: int) -> Any:
         return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
@@ -72,7 +74,7 @@ def _hand_cnn() -> Any:
 def _hand_vit() -> Any:
     """A ViT written by hand: functional attention, no library layers for it."""
     import torch
-    import torch.nn as nn
+    from torch import nn
 
     class Attention(nn.Module):
         def __init__(self, d: int, heads: int) -> None:
@@ -183,101 +185,156 @@ def _log(mlflow: Any, dm: DemoModel) -> Any:
                                     tags=tags)
 
 
+#: loggers the demo quiets: MLflow's and transformers' chatter about model cards, licences and
+#: shard writing is not what a newcomer came to read
+_QUIET_LOGGERS = ("mlflow", "transformers", "torch._export", "torch.export")
+
+
+@contextmanager
+def demo_environment(nar_home: Path) -> Iterator[None]:
+    """The demo's process settings, all restored on exit: ``os.environ`` (``NAR_HOME`` in the
+    demo's folder, so your own index is never touched; quieter HF libraries), warning filters,
+    the levels of :data:`_QUIET_LOGGERS`, MLflow's tracking URI and active experiment."""
+    import mlflow
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+    from mlflow.tracking import fluent
+
+    env = dict(os.environ)
+    levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+    # MLflow has no public "unset": read its globals, so that an unset URI / experiment is
+    # restored as unset (MLflow's own _use_tracking_uri does the same)
+    uri, experiment = tracking_utils._tracking_uri, fluent._active_experiment_id
+    with warnings.catch_warnings():
+        try:
+            os.environ["NAR_HOME"] = str(nar_home)
+            os.environ.setdefault("NAR_DEDUP", "warn")
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            for name in _QUIET_LOGGERS:
+                logging.getLogger(name).setLevel(logging.ERROR)
+            yield
+        finally:
+            mlflow.set_tracking_uri(uri)  # sets or unsets MLFLOW_TRACKING_URI: env is restored next
+            fluent._active_experiment_id = experiment
+            for key in set(os.environ) - set(env):
+                del os.environ[key]
+            os.environ.update({k: v for k, v in env.items() if os.environ.get(k) != v})
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+
+
+def _log_all(mlflow: Any, models: Sequence[DemoModel], result: dict[str, Any],
+             echo: Callable[[str], None]) -> dict[str, tuple[str, str]]:
+    """Log every model in a run of its own; returns name -> (run id, model id)."""
+    runs: dict[str, tuple[str, str]] = {}
+    t0 = time.time()
+    for i, dm in enumerate(models, 1):
+        t = time.time()
+        with mlflow.start_run(run_name=dm.name) as run:
+            info = _log(mlflow, dm)
+        status = mlflow.MlflowClient().get_logged_model(info.model_id).tags.get("nar.status", "untagged")
+        runs[dm.name] = (run.info.run_id, info.model_id)
+        result["logged"].append({"name": dm.name, "family": dm.family, "run_id": run.info.run_id,
+                                 "model_id": info.model_id, "status": status})
+        echo(f"[{i:2d}/{len(models)}] logged {dm.name:<26} {dm.flavor:<12} nar.status={status}  ({time.time() - t:.1f} s)")
+    echo(f"logged {len(models)} models in {time.time() - t0:.0f} s")
+    return runs
+
+
+def _register(mlflow: Any, runs: dict[str, tuple[str, str]], result: dict[str, Any],
+              echo: Callable[[str], None]) -> None:
+    """Register a few models, then a planted duplicate (a retrained resnet18) the check catches."""
+    from nar_plugin.errors import DuplicateModelWarning
+
+    if "resnet18" in runs:
+        mlflow.register_model(f"models:/{runs['resnet18'][1]}", "image-classifier")
+        with mlflow.start_run(run_name="resnet18-retrained"):
+            dup = _log(mlflow, DemoModel("resnet18", "resnet", "pytorch", _timm("resnet18"), 64))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DuplicateModelWarning)
+            v = mlflow.register_model(f"models:/{dup.model_id}", "image-classifier")
+        caught_dup = mlflow.MlflowClient().get_model_version("image-classifier", v.version).tags.get("nar.duplicate_of")
+        result["planted_duplicate"] = {"version": f"image-classifier/{v.version}", "duplicate_of": caught_dup,
+                                       "warned": any(issubclass(w.category, DuplicateModelWarning) for w in caught)}
+        echo(f"registered image-classifier/{v.version} (resnet18 retrained): nar.duplicate_of={caught_dup}"
+             + ("  <- planted duplicate caught" if caught_dup else "  <- planted duplicate MISSED"))
+    for name, reg_name in (("vit_tiny_patch16_224", "vision-transformer"), ("bert-2l", "text-encoder")):
+        if name in runs:
+            mlflow.register_model(f"models:/{runs[name][1]}", reg_name)
+
+
+def _neighbours(runs: dict[str, tuple[str, str]], result: dict[str, Any], echo: Callable[[str], None]) -> None:
+    """``find_similar`` by run id for a few models, with relations and explanations."""
+    from nar_plugin.search.api import find_similar
+
+    for q in ("resnet34", "efficientnet_b0", "hand-vit", "bert-2l", "hand-cnn"):
+        if q not in runs:
+            continue
+        matches = find_similar(runs[q][0], k=3)
+        result["similar"][q] = [m.to_dict() for m in matches]
+        echo(f"\nfind_similar(run of {q}):")
+        for m in matches:
+            meta = m.metadata
+            echo(f"  {m.score:.3f}  {m.relation:<14} {meta.get('model_name') or m.key:<26} "
+                 f"family={(meta.get('tags') or {}).get('family', '?'):<18} {m.explain()}")
+
+
+def _reports(uri: str, out_map: str | Path, result: dict[str, Any], echo: Callable[[str], None]) -> None:
+    """The registry dedup report and the HTML map."""
+    from nar_plugin.apps.map import write_map
+    from nar_plugin.integrations.mlflow.registry import dedup_report
+
+    clusters = dedup_report(tracking_uri=uri)
+    result["dedup"] = [{"relation": c.relation, "members": c.members} for c in clusters]
+    echo("\nregistry dedup report:" if clusters else "\nregistry dedup report: no duplicates")
+    for c in clusters:
+        echo(f"  {c.relation}: {', '.join(c.members)}")
+    n = write_map(out_map)
+    result["map"] = str(Path(out_map).resolve())
+    echo(f"\nwrote {out_map} ({n} models); open it in a browser")
+
+
 def run_demo(workdir: str | Path = ".nar-demo", server: bool = False, out_map: str | Path = "nar-map.html",
-             limit: int | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
+             limit: int | None = None, echo: Callable[[str], None] = print,
+             models: Sequence[DemoModel] | None = None) -> dict[str, Any]:
     """Run the demo; returns what it printed as data (used by tests and ``--json``).
+
+    Everything it changes in this process (environment, warning filters, logger levels, MLflow's
+    tracking URI and experiment) is restored when it returns (:func:`demo_environment`).
 
     Args:
         workdir: where the MLflow store, artifacts and the index live (created).
         server: start a local ``mlflow server`` instead of the embedded SQLite store.
         out_map: where to write the HTML map.
-        limit: log only the first ``limit`` models (tests).
+        limit: log only the first ``limit`` models.
         echo: where human-readable lines go.
+        models: the models to log (default :func:`demo_models`).
     """
     wd = Path(workdir).resolve()
     wd.mkdir(parents=True, exist_ok=True)
-    os.environ["NAR_HOME"] = str(wd / "nar")  # the demo never touches your own index
-    os.environ.setdefault("NAR_DEDUP", "warn")
-    proc = None
-    if server:
-        proc, uri = _start_server(wd)
-    else:
-        uri = f"sqlite:///{wd / 'mlflow.db'}"
-    import mlflow
+    with demo_environment(wd / "nar"):
+        import mlflow
 
-    from nar_plugin.search.api import find_similar
-    from nar_plugin.integrations.mlflow.hooks import is_autologging
-    from nar_plugin.integrations.mlflow.registry import DuplicateModelWarning, dedup_report
+        from nar_plugin.integrations.mlflow.hooks import is_autologging
 
-    warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    # the demo shows nar-plugin's output; MLflow's and transformers' chatter about model cards,
-    # licences and shard writing is not what a newcomer came to read
-    for name in ("mlflow", "transformers", "torch._export", "torch.export"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("nar-demo")
-    result: dict[str, Any] = {"tracking_uri": uri, "autologging": is_autologging(), "logged": [], "similar": {}}
-    echo(f"MLflow tracking at {uri}; nar-plugin autologging {'on' if result['autologging'] else 'OFF'}")
-    try:
-        runs: dict[str, Any] = {}
-        models = demo_models()[: limit or None]
-        t0 = time.time()
-        for i, dm in enumerate(models, 1):
-            t = time.time()
-            with mlflow.start_run(run_name=dm.name) as run:
-                info = _log(mlflow, dm)
-            status = mlflow.MlflowClient().get_logged_model(info.model_id).tags.get("nar.status", "untagged")
-            runs[dm.name] = (run.info.run_id, info.model_id)
-            result["logged"].append({"name": dm.name, "family": dm.family, "run_id": run.info.run_id,
-                                     "model_id": info.model_id, "status": status})
-            echo(f"[{i:2d}/{len(models)}] logged {dm.name:<26} {dm.flavor:<12} nar.status={status}  ({time.time() - t:.1f} s)")
-        echo(f"logged {len(models)} models in {time.time() - t0:.0f} s")
-        # registry: register a few, then a planted duplicate (a retrained resnet18)
-        reg = {}
-        if "resnet18" in runs:
-            reg["image-classifier/1"] = mlflow.register_model(f"models:/{runs['resnet18'][1]}", "image-classifier")
-            with mlflow.start_run(run_name="resnet18-retrained"):
-                dup = _log(mlflow, DemoModel("resnet18", "resnet", "pytorch", _timm("resnet18"), 64))
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", DuplicateModelWarning)
-                v = mlflow.register_model(f"models:/{dup.model_id}", "image-classifier")
-            tags = mlflow.MlflowClient().get_model_version("image-classifier", v.version).tags
-            caught_dup = tags.get("nar.duplicate_of")
-            result["planted_duplicate"] = {"version": f"image-classifier/{v.version}", "duplicate_of": caught_dup,
-                                           "warned": any(issubclass(w.category, DuplicateModelWarning) for w in caught)}
-            echo(f"registered image-classifier/{v.version} (resnet18 retrained): nar.duplicate_of={caught_dup}"
-                 + ("  <- planted duplicate caught" if caught_dup else "  <- planted duplicate MISSED"))
-        for name in ("vit_tiny_patch16_224", "bert-2l"):
-            if name in runs:
-                reg_name = "vision-transformer" if name.startswith("vit") else "text-encoder"
-                mlflow.register_model(f"models:/{runs[name][1]}", reg_name)
-        # neighbours
-        for q in ("resnet34", "efficientnet_b0", "hand-vit", "bert-2l", "hand-cnn"):
-            if q not in runs:
-                continue
-            matches = find_similar(runs[q][0], k=3)
-            result["similar"][q] = [m.to_dict() for m in matches]
-            echo(f"\nfind_similar(run of {q}):")
-            for m in matches:
-                meta = m.metadata
-                echo(f"  {m.score:.3f}  {m.relation:<14} {meta.get('model_name') or m.key:<26} "
-                     f"family={(meta.get('tags') or {}).get('family', '?'):<18} {m.explain()}")
-        clusters = dedup_report(tracking_uri=uri)
-        result["dedup"] = [{"relation": c.relation, "members": c.members} for c in clusters]
-        echo("\nregistry dedup report:" if clusters else "\nregistry dedup report: no duplicates")
-        for c in clusters:
-            echo(f"  {c.relation}: {', '.join(c.members)}")
-        from nar_plugin.apps.map import write_map
-
-        n = write_map(out_map)
-        result["map"] = str(Path(out_map).resolve())
-        echo(f"\nwrote {out_map} ({n} models); open it in a browser")
-    finally:
-        if proc is not None:
-            proc.terminate()
+        proc, uri = _start_server(wd) if server else (None, f"sqlite:///{wd / 'mlflow.db'}")
+        try:
+            mlflow.set_tracking_uri(uri)
+            mlflow.set_experiment("nar-demo")
+            result: dict[str, Any] = {"tracking_uri": uri, "autologging": is_autologging(), "logged": [],
+                                      "similar": {}}
+            echo(f"MLflow tracking at {uri}; nar-plugin autologging {'on' if result['autologging'] else 'OFF'}")
+            runs = _log_all(mlflow, list(models if models is not None else demo_models())[: limit or None],
+                            result, echo)
+            _register(mlflow, runs, result, echo)
+            _neighbours(runs, result, echo)
+            _reports(uri, out_map, result, echo)
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
     return result
 
 
@@ -290,11 +347,11 @@ def _start_server(wd: Path) -> tuple[Any, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    log = open(wd / "mlflow-server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-                             f"sqlite:///{wd / 'server.db'}", "--artifacts-destination", str(wd / "artifacts"),
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "NAR_AUTOLOG": "false"})
+    with open(wd / "mlflow-server.log", "w") as log:  # the server keeps its own copy of the handle
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+                                 f"sqlite:///{wd / 'server.db'}", "--artifacts-destination", str(wd / "artifacts"),
+                                 "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "NAR_AUTOLOG": "false"})
     uri = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:

@@ -18,7 +18,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["project_2d", "map_points", "render_map", "write_map"]
+__all__ = ["map_points", "project_2d", "render_map", "write_map"]
 
 _PALETTE = [
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
@@ -65,30 +65,37 @@ def _label(entry: Any) -> str:
     return str(name or entry.key)
 
 
+def _nearest(index: Any, entry: Any, k: int, hidden: frozenset[str]) -> list[list[Any]]:
+    """The ``k`` nearest shown entries by cosine in the full space (FAISS k-NN, best first)."""
+    if k < 1:
+        return []
+    hits = index.search(entry.vector, k=k, exclude_keys=hidden | {entry.key})
+    return [[h.key, _label(h.entry), round(float(h.score), 3),
+             "identical" if h.entry.graph_hash and h.entry.graph_hash == entry.graph_hash else ""]
+            for h in hits]
+
+
 def map_points(index: Any, k: int = 5, seed: int = 0) -> list[dict[str, Any]]:
-    """Points of the map: key, label, family, source, x, y and the k nearest (key, score)."""
-    entries = list(index.entries())
-    # a registered version is drawn as its LoggedModel (same vector) when that is indexed too
-    keys = {e.key for e in entries}
-    entries = [e for e in entries if not (e.key.startswith("mlflow:version:") and
-                                          f"mlflow:model:{(e.metadata or {}).get('model_id')}" in keys)]
+    """Points of the map: key, label, family, source, x, y and the k nearest (key, score).
+
+    An entry that folds into another indexed entry (e.g. a registered version into its model,
+    see :mod:`nar_plugin.search.resolvers`) is drawn once, as that entry. Neighbours come from
+    the index's k-NN search, so memory stays linear in the number of points.
+    """
+    from nar_plugin.search.resolvers import fold
+
+    everything = list(index.entries())
+    keys = {e.key for e in everything}
+    entries = [f.entry for f in fold(everything, keys.__contains__)]
     if not entries:
         return []
-    vecs = np.stack([e.vector for e in entries]).astype(np.float32)
-    xy = project_2d(vecs, seed)
-    sim = vecs @ vecs.T
-    np.fill_diagonal(sim, -np.inf)
-    points = []
-    for i, e in enumerate(entries):
-        order = np.argsort(-sim[i], kind="stable")[:k]
-        points.append({
-            "key": e.key, "label": _label(e), "family": _family(e), "source": e.source_kind or "",
-            "hash": (e.graph_hash or "")[:12], "x": round(float(xy[i, 0]), 4), "y": round(float(xy[i, 1]), 4),
-            "nearest": [[entries[j].key, _label(entries[j]), round(float(sim[i, j]), 3),
-                         "identical" if entries[j].graph_hash and entries[j].graph_hash == e.graph_hash else ""]
-                        for j in order if np.isfinite(sim[i, j])],
-        })
-    return points
+    hidden = frozenset(keys - {e.key for e in entries})
+    xy = project_2d(np.stack([e.vector for e in entries]).astype(np.float32), seed)
+    return [{
+        "key": e.key, "label": _label(e), "family": _family(e), "source": e.source_kind or "",
+        "hash": (e.graph_hash or "")[:12], "x": round(float(xy[i, 0]), 4), "y": round(float(xy[i, 1]), 4),
+        "nearest": _nearest(index, e, k, hidden),
+    } for i, e in enumerate(entries)]
 
 
 _TEMPLATE = """<!doctype html>

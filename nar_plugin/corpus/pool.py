@@ -34,6 +34,8 @@ SOURCE_MODULES: dict[str, str] = {
     "transformers": "nar_plugin.corpus.transformers_source",
     "torchvision": "nar_plugin.corpus.torchvision_source",
     "nas": "nar_plugin.corpus.nas",
+    # the cross-library benchmark's models (not a training source; see docs/cross-library.md)
+    "crosslib": "nar_plugin.corpus.crosslib.worker",
 }
 
 

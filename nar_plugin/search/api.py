@@ -1,195 +1,46 @@
-"""The client API: ``index_model``, ``find_similar``, ``check_duplicate``.
+"""The client API: ``index_model``, ``index_graph``, ``find_similar``, ``check_duplicate``.
 
-Relations between a query and a match, strongest first:
-
-- ``identical``: same ``graph_hash`` (the same architecture, weights aside);
-- ``near-duplicate``: cosine >= ``Thresholds.near_duplicate``;
-- ``related``: cosine >= ``Thresholds.related`` (calibrated as "same family");
-- ``unrelated``: anything else.
-
-Scores are cosine similarities of unit embeddings: **larger is closer**.
+Relations, thresholds and result types live in :mod:`~nar_plugin.search.relations` and
+:mod:`~nar_plugin.search.results`; queries that are not index keys or model sources (MLflow run
+ids, ``models:/`` URIs...) are resolved by integrations through
+:mod:`~nar_plugin.search.resolvers`. Scores are cosine similarities: **larger is closer**.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nar_plugin.errors import KeyNotFoundError
 from nar_plugin.graph import ArchGraph
+from nar_plugin.search import resolvers
+from nar_plugin.search.relations import (
+    DUPLICATE_RELATIONS,
+    Thresholds,
+    at_least,
+    load_thresholds,
+    relation_for,
+)
+from nar_plugin.search.results import DuplicateReport, Match, describe_graph
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "Thresholds",
-    "load_thresholds",
-    "Match",
-    "Explanation",
-    "DuplicateReport",
     "IndexedModel",
-    "describe_graph",
-    "default_key",
-    "index_model",
-    "index_graph",
-    "find_similar",
     "check_duplicate",
-    "relation_for",
-    "ResolvedQuery",
+    "default_key",
+    "find_similar",
+    "index_graph",
+    "index_model",
     "open_index",
 ]
 
-RELATIONS = ("identical", "near-duplicate", "related", "unrelated")
-_THRESHOLDS_FILE = Path(__file__).resolve().parents[1] / "weights" / "thresholds.json"
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Cosine thresholds (larger = closer) separating relations.
-
-    Attributes:
-        near_duplicate: at or above: near-duplicate (e.g. a depth/width variant of one model).
-        related: at or above: related (same family).
-    """
-
-    near_duplicate: float = 0.95
-    related: float = 0.80
-    source: str = "defaults"
-
-
-def load_thresholds(path: str | Path | None = None) -> Thresholds:
-    """Thresholds calibrated on the corpus (``weights/thresholds.json``) for the loaded
-    encoder, else the defaults (with a warning when the file belongs to another encoder)."""
-    from nar_plugin.model.inference import encoder_version
-
-    p = Path(path) if path else _THRESHOLDS_FILE
-    if not p.is_file():
-        return Thresholds()
-    data = json.loads(p.read_text())
-    if data.get("encoder") and data["encoder"] != encoder_version():
-        logger.warning("%s was calibrated for encoder %s, not %s; using default thresholds",
-                       p, data["encoder"], encoder_version())
-        return Thresholds()
-    return Thresholds(float(data["near_duplicate"]), float(data["related"]), source=str(p.name))
-
-
-def relation_for(score: float, same_hash: bool, th: Thresholds) -> str:
-    """The relation implied by a cosine ``score`` (larger = closer) and hash equality."""
-    if same_hash:
-        return "identical"
-    if score >= th.near_duplicate:
-        return "near-duplicate"
-    if score >= th.related:
-        return "related"
-    return "unrelated"
-
-
-# ------------------------------------------------------------------ explanations
-def describe_graph(graph: ArchGraph, motif_steps: int = 2) -> dict[str, Any]:
-    """Compact, JSON-able description stored with every indexed model (used by ``explain``).
-
-    Holds the op histogram and the histogram of motif types (cross-graph stable keys), so two
-    models can be compared without keeping either graph.
-    """
-    from nar_plugin.motifs import sample_motifs
-
-    mg = sample_motifs(graph, steps=motif_steps)
-    motifs = Counter(mg.type_keys)
-    return {
-        "num_nodes": graph.num_nodes,
-        "num_edges": graph.num_edges,
-        "num_motifs": mg.num_instances,
-        "ops": dict(graph.op_histogram()),
-        "motifs": dict(motifs.most_common(64)),
-    }
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """Why two models are close: shared motif types and the op-level difference.
-
-    Attributes:
-        shared_motifs: motif type key -> (count in query, count in match), for shared types.
-        motif_overlap: weighted Jaccard of the motif histograms, in [0, 1].
-        op_diff: op -> (count in query, count in match), only where they differ.
-        same_hash: the two graphs are identical architectures.
-    """
-
-    shared_motifs: dict[str, tuple[int, int]]
-    motif_overlap: float
-    op_diff: dict[str, tuple[int, int]]
-    same_hash: bool
-
-    def __str__(self) -> str:
-        if self.same_hash:
-            return "identical architecture (same graph hash)"
-        parts = [f"{len(self.shared_motifs)} shared motif types (overlap {self.motif_overlap:.0%})"]
-        if self.op_diff:
-            diffs = sorted(self.op_diff.items(), key=lambda kv: -abs(kv[1][0] - kv[1][1]))[:5]
-            parts.append("ops differ: " + ", ".join(f"{op} {a}->{b}" for op, (a, b) in diffs))
-        else:
-            parts.append("same op counts")
-        return "; ".join(parts)
-
-
-def _explain(q: Mapping[str, Any], m: Mapping[str, Any], same_hash: bool) -> Explanation:
-    qm, mm = Counter(q.get("motifs") or {}), Counter(m.get("motifs") or {})
-    shared = {k: (qm[k], mm[k]) for k in sorted(set(qm) & set(mm), key=lambda k: -(qm[k] + mm[k]))}
-    inter = sum((qm & mm).values())
-    union = sum((qm | mm).values())
-    qo, mo = Counter(q.get("ops") or {}), Counter(m.get("ops") or {})
-    diff = {op: (qo[op], mo[op]) for op in sorted(set(qo) | set(mo)) if qo[op] != mo[op]}
-    return Explanation(shared, inter / union if union else 0.0, diff, same_hash)
-
-
-@dataclass(frozen=True)
-class Match:
-    """One result of :func:`find_similar`.
-
-    Attributes:
-        key: index key of the match (``mlflow:model:...``, ``hf:org/name@sha``...).
-        score: cosine similarity to the query, larger = closer.
-        relation: ``identical`` / ``near-duplicate`` / ``related`` / ``unrelated``.
-        metadata: what was stored with the match (source, uri, run, registered name...).
-    """
-
-    key: str
-    score: float
-    relation: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-    graph_hash: str | None = None
-    _query: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    def explain(self) -> Explanation:
-        """Shared motif types and op-level differences between the query and this match."""
-        return _explain(self._query.get("description") or {}, self.metadata.get("description") or {},
-                        self.relation == "identical")
-
-    def to_dict(self) -> dict[str, Any]:
-        meta = {k: v for k, v in self.metadata.items() if k != "description"}
-        return {"key": self.key, "score": round(self.score, 6), "relation": self.relation,
-                "graph_hash": self.graph_hash, "metadata": meta, "explanation": str(self.explain())}
-
-
-@dataclass(frozen=True)
-class DuplicateReport:
-    """Result of :func:`check_duplicate`.
-
-    Attributes:
-        is_duplicate: an identical or near-duplicate model is already indexed.
-        relation: relation of the best match (``unrelated`` when the index is empty).
-        best: the best match, if any.
-        matches: all matches at or above ``near-duplicate``.
-    """
-
-    is_duplicate: bool
-    relation: str
-    best: Match | None
-    matches: list[Match]
+#: room for hits dropped after the search: entries folded into another one, and entries of the
+#: query's own model
+_FOLD_SLACK = 20
 
 
 @dataclass(frozen=True)
@@ -203,17 +54,20 @@ class IndexedModel:
     description: dict[str, Any]
 
 
-# ------------------------------------------------------------------ helpers
 def open_index(index: Any = None) -> Any:
-    """The ``EmbeddingIndex`` for ``index`` (an index, a path, or ``None``: under ``NAR_HOME``)."""
-    from nar_plugin.model.inference import encoder_version
-    from nar_plugin.index import EmbeddingIndex
+    """The ``EmbeddingIndex`` for ``index``: an index as is; a path or ``None`` (under
+    ``NAR_HOME``): the process-wide handle of :func:`nar_plugin.index.open_index`, checked
+    against the loaded encoder's version.
 
-    if index is None:
-        return EmbeddingIndex(encoder_version=encoder_version())
-    if isinstance(index, (str, Path)):
-        return EmbeddingIndex(index, encoder_version=encoder_version())
-    return index
+    Raises:
+        EncoderVersionMismatchError: the index holds another encoder's embeddings.
+    """
+    if index is not None and not isinstance(index, (str, Path)):
+        return index
+    from nar_plugin.index import open_index as shared_handle
+    from nar_plugin.model.inference import encoder_version
+
+    return shared_handle(index, encoder_version=encoder_version())
 
 
 def default_key(source: Any) -> str:
@@ -233,25 +87,35 @@ def default_key(source: Any) -> str:
 
 
 def index_graph(graph: ArchGraph, key: str, metadata: Mapping[str, Any] | None = None,
-                index: Any = None, uri: str | None = None, source_kind: str | None = None) -> IndexedModel:
+                index: Any = None, uri: str | None = None, source_kind: str | None = None, *,
+                vector: Any = None, description: dict[str, Any] | None = None) -> IndexedModel:
     """Embed an already extracted graph and upsert it into the index.
+
+    Args:
+        graph: the architecture.
+        key: index key.
+        metadata: JSON-able metadata stored with the entry.
+        index: an ``EmbeddingIndex`` or a path (default: the index under ``NAR_HOME``).
+        uri: where the model lives.
+        source_kind: stored kind (default: the key's scheme).
+        vector: the graph's embedding when the caller already computed it (not recomputed).
+        description: its :func:`describe_graph` when already computed.
 
     Raises:
         GraphTooLargeError: more nodes than ``NAR_MAX_NODES``.
     """
     from nar_plugin.config import NAR_MAX_NODES
-    from nar_plugin.model.inference import embed_graph, encoder_version
     from nar_plugin.errors import GraphTooLargeError
+    from nar_plugin.model.inference import embed_graph, encoder_version
 
     limit = NAR_MAX_NODES.get()
     if graph.num_nodes > limit:
         raise GraphTooLargeError(graph.num_nodes, limit)
-    vec = embed_graph(graph)
-    desc = describe_graph(graph)
+    vec = embed_graph(graph) if vector is None else vector
+    desc = describe_graph(graph) if description is None else description
     meta = {**(metadata or {}), "description": desc, "name": graph.metadata.get("name")}
-    idx = open_index(index)
-    idx.upsert(key, vec, source_kind=source_kind or key.split(":", 1)[0], uri=uri,
-               graph_hash=graph.graph_hash, encoder_version=encoder_version(), metadata=meta)
+    open_index(index).upsert(key, vec, source_kind=source_kind or key.split(":", 1)[0], uri=uri,
+                             graph_hash=graph.graph_hash, encoder_version=encoder_version(), metadata=meta)
     return IndexedModel(key, vec, graph, encoder_version(), desc)
 
 
@@ -279,57 +143,36 @@ def index_model(source: Any, key: str | None = None, metadata: Mapping[str, Any]
     return key
 
 
-@dataclass(frozen=True)
-class ResolvedQuery:
-    """A query turned into a vector: what to search with and what to leave out."""
-
-    vector: Any
-    info: dict[str, Any]
-    exclude_keys: tuple[str, ...] = ()
-    graph_hash: str | None = None
-    exclude_model_id: str | None = None
-
-
-def _resolve_query(query: Any, idx: Any, example_inputs: Any = None) -> ResolvedQuery:
-    """Turn an index key, an MLflow id or any model source into a :class:`ResolvedQuery`."""
-    from nar_plugin.model.inference import embed_graph
+def _resolve_query(query: Any, idx: Any, example_inputs: Any = None) -> resolvers.ResolvedQuery:
+    """An index key, a query an integration resolves, or any model source -> ResolvedQuery."""
     from nar_plugin.extract import extract_graph
+    from nar_plugin.model.inference import embed_graph
 
     if isinstance(query, str):
         entry = idx.get(query)
         if entry is not None:
-            return ResolvedQuery(entry.vector, {"description": entry.metadata.get("description") or {},
-                                                "metadata": dict(entry.metadata)},
-                                 (entry.key,), entry.graph_hash, entry.metadata.get("model_id"))
-        resolver = _mlflow_resolver(query)
-        if resolver is not None:
-            return resolver(query, idx)
-        if query.startswith(("mlflow:", "hf:", "file:", "graph:", "module:")):
+            own = (entry.key, resolvers.parent_of(entry))  # a folded entry's parent is the same model
+            return resolvers.ResolvedQuery(
+                entry.vector, {"description": entry.metadata.get("description") or {},
+                               "metadata": dict(entry.metadata)},
+                tuple(k for k in own if k), entry.graph_hash)
+        resolve = resolvers.resolver_for(query)
+        if resolve is not None:
+            return resolve(query, idx)
+        if resolvers.is_key_shaped(query):
             raise KeyNotFoundError(f"{query!r} is not in the index ({idx.path}); index it first")
     graph = query if isinstance(query, ArchGraph) else extract_graph(query, example_inputs)
-    return ResolvedQuery(embed_graph(graph), {"description": describe_graph(graph)}, (), graph.graph_hash)
-
-
-def _mlflow_resolver(query: str) -> Callable[[str, Any], Any] | None:
-    """MLflow run ids, model ids and ``models:/`` URIs resolve through the MLflow integration."""
-    import re
-
-    if query.startswith("models:/") or re.fullmatch(r"[0-9a-f]{32}", query) or re.fullmatch(r"m-[0-9a-f]{32}", query):
-        try:
-            from nar_plugin.integrations.mlflow.sync import resolve_query
-        except ImportError:
-            return None
-        return resolve_query
-    return None
+    return resolvers.ResolvedQuery(embed_graph(graph), {"description": describe_graph(graph)}, (), graph.graph_hash)
 
 
 def find_similar(query: Any, k: int = 10, relation: str | None = None, where: Any = None,
-                 index: Any = None, thresholds: Thresholds | None = None) -> list[Any]:
+                 index: Any = None, thresholds: Thresholds | None = None) -> list[Match]:
     """Rank indexed models by architectural similarity to ``query``.
 
     Args:
-        query: an index key, an MLflow run id / model id / ``models:/name/version`` URI, or any
-            source :func:`nar_plugin.model.inference` accepts.
+        query: an index key; a query an integration resolves (an MLflow run id, model id or
+            ``models:/name/version`` URI); or any source :func:`nar_plugin.extract_graph`
+            accepts.
         k: number of matches.
         relation: keep only matches with at least this relation (``"near-duplicate"`` keeps
             identical and near-duplicates).
@@ -339,40 +182,28 @@ def find_similar(query: Any, k: int = 10, relation: str | None = None, where: An
         thresholds: relation thresholds (default: calibrated, see :func:`load_thresholds`).
 
     Returns:
-        Matches sorted by decreasing score (larger = closer); the query itself is excluded.
+        Matches sorted by decreasing score (larger = closer). The query itself, and entries
+        folded into it, are excluded; an entry folded into another indexed entry is shown once,
+        as that entry (see :mod:`nar_plugin.search.resolvers`).
 
     Raises:
-        KeyNotFoundError: a key-shaped query that is not indexed.
+        KeyNotFoundError: a key-shaped query that is not indexed, or an id nothing resolves.
+        ValueError: ``relation`` is not a relation name.
     """
-    if relation is not None and relation not in RELATIONS:
-        raise ValueError(f"relation must be one of {RELATIONS}, found {relation!r}")
+    allowed = at_least(relation)
     idx = open_index(index)
     th = thresholds or load_thresholds()
     q = _resolve_query(query, idx)
-    fetch = k if relation is None else max(k * 5, 50)
-    if q.exclude_model_id:
-        fetch += 10  # registered versions of the query's own model are dropped below
-    fetch += 10  # registered versions of models that are themselves indexed are folded below
+    fetch = (k if relation is None else max(k * 5, 50)) + _FOLD_SLACK
     hits = idx.search(q.vector, k=fetch, filter=where, exclude_keys=q.exclude_keys)
-    versions: dict[str, list[str]] = {}
-    for h in hits:
-        mid = h.entry.metadata.get("model_id")
-        if h.key.startswith("mlflow:version:") and mid:
-            versions.setdefault(mid, []).append(h.key.removeprefix("mlflow:version:"))
+    by_key = {h.key: h for h in hits}
     out: list[Match] = []
-    allowed = RELATIONS[: RELATIONS.index(relation) + 1] if relation else RELATIONS
-    for h in hits:
-        if q.exclude_model_id and h.entry.metadata.get("model_id") == q.exclude_model_id:
-            continue
-        mid = h.entry.metadata.get("model_id")
-        if h.key.startswith("mlflow:version:") and mid and idx.get(f"mlflow:model:{mid}") is not None:
-            continue  # shown once, as its LoggedModel, with the version listed in the metadata
+    for item in resolvers.fold([h.entry for h in hits], lambda key: idx.get(key) is not None, q.exclude_keys):
+        h = by_key[item.entry.key]
         rel = relation_for(h.score, q.graph_hash is not None and h.entry.graph_hash == q.graph_hash, th)
         if rel not in allowed:
             continue
-        meta = dict(h.entry.metadata)
-        if h.key.startswith("mlflow:model:") and mid in versions:
-            meta["registered_versions"] = versions[mid]
+        meta = {**h.entry.metadata, **item.listings}
         meta.setdefault("source_kind", h.entry.source_kind)
         if h.entry.uri:
             meta.setdefault("uri", h.entry.uri)
@@ -386,15 +217,15 @@ def check_duplicate(source: Any, index: Any = None, thresholds: Thresholds | Non
                     where: Any = None) -> DuplicateReport:
     """Is an identical or near-duplicate architecture already indexed?
 
+    An identical match (same graph hash) is the best match even when a near-duplicate scores
+    higher: equal hashes are proof, a cosine is evidence.
+
     Example:
         >>> report = nar_plugin.check_duplicate(my_model)
         >>> report.is_duplicate, report.best.key if report.best else None
     """
     matches = find_similar(source, k=10, index=index, thresholds=thresholds, where=where)
-    dups = [m for m in matches if m.relation in ("identical", "near-duplicate")]
-    best = matches[0] if matches else None
-    if best is not None:
-        # an identical match outranks a higher-scoring near-duplicate
-        ident = [m for m in matches if m.relation == "identical"]
-        best = ident[0] if ident else best
+    dups = [m for m in matches if m.relation in DUPLICATE_RELATIONS]
+    identical = [m for m in matches if m.relation == "identical"]
+    best = identical[0] if identical else (matches[0] if matches else None)
     return DuplicateReport(bool(dups), best.relation if best else "unrelated", best, dups)

@@ -54,14 +54,9 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder):
 def _activate() -> None:
     from nar_plugin.config import NAR_AUTOLOG
     from nar_plugin.errors import ConfigError
+    from nar_plugin.integrations.startup import activate_companions
 
-    try:
-        # NAR_HF_AUTOLOG=true also stamps HF pushes in any process that imports mlflow
-        from nar_plugin.integrations.hf import maybe_autolog
-
-        maybe_autolog()
-    except Exception as e:  # noqa: BLE001 - must never break `import mlflow`
-        logger.debug("nar-plugin: HF autolog not enabled: %s", e)
+    activate_companions()  # NAR_HF_AUTOLOG=true also stamps HF pushes in any process that imports mlflow
     try:
         enabled = NAR_AUTOLOG.get()
     except ConfigError as e:

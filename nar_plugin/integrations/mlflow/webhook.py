@@ -32,7 +32,7 @@ from nar_plugin.errors import WebhookVerificationError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["verify_signature", "ReplayGuard", "make_app", "handle_version_created", "sign"]
+__all__ = ["ReplayGuard", "handle_version_created", "make_app", "sign", "verify_signature"]
 
 SIGNATURE_HEADER = "x-mlflow-signature"
 TIMESTAMP_HEADER = "x-mlflow-timestamp"
@@ -95,18 +95,17 @@ class ReplayGuard:
 
 def handle_version_created(name: str, version: str, source: str, tracking_uri: str | None = None) -> dict[str, Any]:
     """Tag and index a newly created model version (the webhook's default action)."""
-    from mlflow import MlflowClient
-
+    from nar_plugin.integrations.mlflow.client import client_for
+    from nar_plugin.integrations.mlflow.indexing import embedding_for_model
+    from nar_plugin.integrations.mlflow.keys import model_id_from_source, version_key
     from nar_plugin.integrations.mlflow.registry import after_create, before_create
-    from nar_plugin.integrations.mlflow.sync import _model_id_from_source, embedding_for_model
 
-    client = MlflowClient(tracking_uri=tracking_uri) if tracking_uri else MlflowClient()
+    client = client_for(tracking_uri)
     mv = client.get_model_version(name, version)
-    model_id = getattr(mv, "model_id", None) or _model_id_from_source(source or mv.source)
+    model_id = getattr(mv, "model_id", None) or model_id_from_source(source or mv.source)
     if model_id:
         embedding_for_model(client, model_id)  # back-fills tags of models logged without the plugin
-    plan = before_create(client, name, source, model_id, policy="tag",
-                         exclude_key=f"mlflow:version:{name}/{version}")
+    plan = before_create(client, name, source, model_id, policy="tag", exclude_key=version_key(name, version))
     after_create(client, mv, plan, policy="tag")
     return {"name": name, "version": version, "tagged": plan is not None,
             "duplicate_of": plan.duplicate_of if plan else None}

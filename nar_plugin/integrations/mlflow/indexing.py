@@ -1,0 +1,125 @@
+"""A LoggedModel -> graph -> one embedding and one description -> ``nar.*`` tags + index entry.
+
+:func:`index_logged_model` runs inside every hooked ``log_model`` (and for models logged before
+nar-plugin was installed, via :func:`embedding_for_model`). It extracts the graph once, embeds it
+once and describes it once, and hands all three to
+:func:`~nar_plugin.search.api.index_graph`, so a ``log_model`` costs one encoder pass and two
+motif samplings (the encoder's and the description's).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from nar_plugin.errors import GraphTooLargeError, KeyNotFoundError, NarMlflowWarning
+from nar_plugin.integrations.boundary import plugin_boundary
+from nar_plugin.integrations.mlflow.client import tracking_uri_of
+from nar_plugin.integrations.mlflow.keys import model_key
+from nar_plugin.integrations.mlflow.tags import (
+    TAG_DESCRIPTION,
+    TAG_EMBEDDING,
+    TAG_ENCODER,
+    TAG_GRAPH_HASH,
+    TAG_NUM_NODES,
+    TAG_STATUS,
+    encode_description,
+    model_metadata,
+    nar_tags,
+    set_model_and_run_tags,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["download_model_files", "embedding_for_model", "index_logged_model"]
+
+
+def _skip(client: Any, model_id: str, tags: dict[str, str]) -> dict[str, str]:
+    set_model_and_run_tags(client, model_id, tags)
+    return tags
+
+
+def index_logged_model(client: Any, model_id: str, local_dir: str | Path) -> dict[str, str]:
+    """Extract, embed, tag and index one logged model from its saved directory.
+
+    Returns the tags written. Skips (``nar.status=skipped:<reason>``) pickle-only models unless
+    ``NAR_TRUST_PICKLE=true`` and graphs over ``NAR_MAX_NODES``. The tags are written first:
+    they are the source of truth, so a failure to update the local index is one warning
+    (``nar index sync`` repairs it), not a failed indexing.
+
+    Raises:
+        NarError: extraction or embedding failed (the caller records ``error:<Type>``).
+    """
+    from nar_plugin.config import NAR_MAX_NODES
+    from nar_plugin.errors import PickleOnlyModelError
+    from nar_plugin.extract.mlflow_model import graph_from_mlflow_dir
+    from nar_plugin.model.inference import embed_graph, encoder_version
+    from nar_plugin.search.api import index_graph
+    from nar_plugin.search.results import describe_graph
+
+    try:
+        graph = graph_from_mlflow_dir(local_dir)
+    except PickleOnlyModelError:
+        logger.info("nar-plugin: model %s is pickle-only; skipped (NAR_TRUST_PICKLE=true to read it)", model_id)
+        return _skip(client, model_id, {TAG_STATUS: "skipped:pickle"})
+    if graph.num_nodes > NAR_MAX_NODES.get():
+        logger.warning("nar-plugin: %s", GraphTooLargeError(graph.num_nodes, NAR_MAX_NODES.get()))
+        return _skip(client, model_id, {TAG_STATUS: "skipped:too-large", TAG_NUM_NODES: str(graph.num_nodes)})
+    vector = embed_graph(graph)
+    desc = describe_graph(graph)
+    tags = nar_tags(graph, vector, encoder_version(), desc["num_motifs"])
+    lm = set_model_and_run_tags(client, model_id, tags)
+    client.set_logged_model_tags(model_id, {TAG_DESCRIPTION: encode_description(desc)})
+    with plugin_boundary(f"adding model {model_id} to the local index", category=NarMlflowWarning,
+                         consequence="its tags are written; `nar index sync` repairs the index"):
+        index_graph(graph, model_key(model_id), model_metadata(lm, tracking_uri_of(client)),
+                    source_kind="mlflow", uri=f"models:/{model_id}", vector=vector, description=desc)
+    return tags
+
+
+def download_model_files(client: Any, model_id: str) -> Path:
+    """Download only what extraction reads (MLmodel, pt2 archive / ONNX file / config.json)."""
+    import tempfile
+
+    from mlflow.artifacts import download_artifacts
+
+    from nar_plugin.extract.mlflow_model import read_mlmodel
+
+    base = client.get_logged_model(model_id).artifact_location.rstrip("/")
+    out = Path(tempfile.mkdtemp(prefix="nar-mlflow-"))
+    download_artifacts(artifact_uri=f"{base}/MLmodel", dst_path=str(out))
+    flavors = read_mlmodel(out).get("flavors") or {}
+    wanted: list[str] = []
+    if "pytorch" in flavors:
+        wanted.append("data")
+    if "onnx" in flavors and isinstance(flavors["onnx"], dict) and flavors["onnx"].get("data"):
+        wanted.append(flavors["onnx"]["data"])
+    if "transformers" in flavors:
+        wanted.append("model/config.json")
+    for rel in wanted:
+        try:
+            download_artifacts(artifact_uri=f"{base}/{rel}", dst_path=str(out))
+        except Exception as e:  # noqa: BLE001 - missing optional piece: extraction will say what's absent
+            logger.debug("could not download %s of %s: %s", rel, model_id, e)
+    return out
+
+
+def embedding_for_model(client: Any, model_id: str) -> tuple[Any, str | None]:
+    """``(vector, graph_hash)`` of a LoggedModel, from its tags or by extracting.
+
+    A model logged before nar-plugin was installed (or by another encoder) has no usable tags:
+    its graph files are downloaded (never its pickles), embedded, and the tags are back-filled.
+
+    Raises:
+        KeyNotFoundError: the model has no embeddable graph.
+    """
+    from nar_plugin.index.codec import decode_embedding
+    from nar_plugin.model.inference import encoder_version
+
+    tags = dict(client.get_logged_model(model_id).tags)
+    if not tags.get(TAG_EMBEDDING) or tags.get(TAG_ENCODER) != encoder_version():
+        tags = index_logged_model(client, model_id, download_model_files(client, model_id))
+        if TAG_EMBEDDING not in tags:
+            raise KeyNotFoundError(f"model {model_id} has no embeddable graph ({TAG_STATUS}={tags.get(TAG_STATUS)})")
+    return decode_embedding(tags[TAG_EMBEDDING]), tags.get(TAG_GRAPH_HASH)

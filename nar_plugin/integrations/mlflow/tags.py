@@ -1,0 +1,109 @@
+"""The ``nar.*`` tags on LoggedModels, runs and model versions, and the index metadata made from
+MLflow entities. The tags are the shared source of truth every local index is rebuilt from."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = [
+    "NAR_TAGS",
+    "TAG_DESCRIPTION",
+    "TAG_DUPLICATE_OF",
+    "TAG_DUPLICATE_SCORE",
+    "TAG_EMBEDDING",
+    "TAG_ENCODER",
+    "TAG_GRAPH_HASH",
+    "TAG_NUM_MOTIFS",
+    "TAG_NUM_NODES",
+    "TAG_STATUS",
+    "decode_description",
+    "encode_description",
+    "model_metadata",
+    "nar_tags",
+    "set_model_and_run_tags",
+    "version_metadata",
+]
+
+TAG_EMBEDDING = "nar.embedding"
+TAG_ENCODER = "nar.encoder"
+TAG_GRAPH_HASH = "nar.graph_hash"
+TAG_NUM_NODES = "nar.num_nodes"
+TAG_NUM_MOTIFS = "nar.num_motifs"
+TAG_STATUS = "nar.status"
+TAG_DUPLICATE_OF = "nar.duplicate_of"
+TAG_DUPLICATE_SCORE = "nar.duplicate_score"
+#: compact op/motif histograms (LoggedModels only: run tags are capped at 8,000 chars), so that
+#: ``Match.explain()`` works on entries synced from other machines
+TAG_DESCRIPTION = "nar.description"
+#: what is copied from a LoggedModel to its run and to its registered versions
+NAR_TAGS = (TAG_EMBEDDING, TAG_ENCODER, TAG_GRAPH_HASH, TAG_NUM_NODES, TAG_NUM_MOTIFS, TAG_STATUS)
+
+
+def nar_tags(graph: Any, vector: Any, encoder: str, num_motifs: int) -> dict[str, str]:
+    """The ``nar.*`` tags for an embedded graph (all strings, ~400 chars in total)."""
+    from nar_plugin.index.codec import encode_embedding
+
+    return {
+        TAG_EMBEDDING: encode_embedding(vector),
+        TAG_ENCODER: encoder,
+        TAG_GRAPH_HASH: graph.graph_hash,
+        TAG_NUM_NODES: str(graph.num_nodes),
+        TAG_NUM_MOTIFS: str(num_motifs),
+        TAG_STATUS: "ok",
+    }
+
+
+def encode_description(desc: dict[str, Any], top_motifs: int = 24) -> str:
+    """:func:`nar_plugin.search.results.describe_graph` output as compact JSON (a few hundred chars)."""
+    motifs = dict(sorted((desc.get("motifs") or {}).items(), key=lambda kv: -kv[1])[:top_motifs])
+    return json.dumps({**desc, "motifs": motifs}, separators=(",", ":"), sort_keys=True)
+
+
+def decode_description(text: str | None) -> dict[str, Any]:
+    """Inverse of :func:`encode_description`; an absent or malformed tag gives ``{}``."""
+    try:
+        data = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def set_model_and_run_tags(client: Any, model_id: str, tags: dict[str, str]) -> Any:
+    """Write ``tags`` on a LoggedModel and its source run; returns the LoggedModel."""
+    client.set_logged_model_tags(model_id, tags)
+    lm = client.get_logged_model(model_id)
+    if lm.source_run_id:
+        for k, v in tags.items():
+            client.set_tag(lm.source_run_id, k, v)
+    return lm
+
+
+def model_metadata(lm: Any, tracking_uri: str | None) -> dict[str, Any]:
+    """Index metadata for a LoggedModel: ids, names, experiment, and the user's own tags."""
+    user_tags = {k: v for k, v in (lm.tags or {}).items()
+                 if not k.startswith(("mlflow.", "nar.")) and len(v) <= 256}
+    return {
+        "model_id": lm.model_id,
+        "run_id": lm.source_run_id,
+        "experiment_id": lm.experiment_id,
+        "model_name": lm.name,
+        "tracking_uri": tracking_uri,
+        "created_ms": lm.creation_timestamp,
+        "tags": user_tags,
+    }
+
+
+def version_metadata(mv: Any, tracking_uri: str | None) -> dict[str, Any]:
+    """Index metadata for a model version (``model_id`` links it to its LoggedModel)."""
+    from nar_plugin.integrations.mlflow.keys import model_id_from_source
+
+    return {
+        "registered_name": mv.name,
+        "version": str(mv.version),
+        "model_id": getattr(mv, "model_id", None) or model_id_from_source(mv.source),
+        "run_id": mv.run_id,
+        "tracking_uri": tracking_uri,
+        "uri": f"models:/{mv.name}/{mv.version}",
+        "created_ms": mv.creation_timestamp,
+    }

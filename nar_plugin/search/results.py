@@ -1,0 +1,124 @@
+"""What search returns: :class:`Match`, :class:`DuplicateReport`, and the :class:`Explanation`
+of a match, computed from the compact description (:func:`describe_graph`) stored with every
+indexed model."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nar_plugin.graph import ArchGraph
+from nar_plugin.motifs import MotifConfig
+
+__all__ = ["DuplicateReport", "Explanation", "Match", "describe_graph", "explain"]
+
+
+def describe_graph(graph: ArchGraph, motif_steps: int = MotifConfig.steps) -> dict[str, Any]:
+    """Compact, JSON-able description stored with every indexed model (used by ``explain``).
+
+    Holds the op histogram and the histogram of motif types (cross-graph stable keys), so two
+    models can be compared without keeping either graph. Cost: one motif sampling.
+    """
+    from nar_plugin.motifs import sample_motifs
+
+    mg = sample_motifs(graph, steps=motif_steps)
+    motifs = Counter(mg.type_keys)
+    return {
+        "num_nodes": graph.num_nodes,
+        "num_edges": graph.num_edges,
+        "num_motifs": mg.num_instances,
+        "ops": dict(graph.op_histogram()),
+        "motifs": dict(motifs.most_common(64)),
+    }
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why two models are close: shared motif types and the op-level difference.
+
+    Attributes:
+        shared_motifs: motif type key -> (count in query, count in match), for shared types.
+        motif_overlap: weighted Jaccard of the motif histograms, in [0, 1].
+        op_diff: op -> (count in query, count in match), only where they differ.
+        same_hash: the two graphs are identical architectures.
+    """
+
+    shared_motifs: dict[str, tuple[int, int]]
+    motif_overlap: float
+    op_diff: dict[str, tuple[int, int]]
+    same_hash: bool
+
+    def __str__(self) -> str:
+        if self.same_hash:
+            return "identical architecture (same graph hash)"
+        parts = [f"{len(self.shared_motifs)} shared motif types (overlap {self.motif_overlap:.0%})"]
+        if self.op_diff:
+            diffs = sorted(self.op_diff.items(), key=lambda kv: -abs(kv[1][0] - kv[1][1]))[:5]
+            parts.append("ops differ: " + ", ".join(f"{op} {a}->{b}" for op, (a, b) in diffs))
+        else:
+            parts.append("same op counts")
+        return "; ".join(parts)
+
+
+def explain(q: Mapping[str, Any], m: Mapping[str, Any], same_hash: bool) -> Explanation:
+    """The :class:`Explanation` of two :func:`describe_graph` descriptions."""
+    qm, mm = Counter(q.get("motifs") or {}), Counter(m.get("motifs") or {})
+    shared = {k: (qm[k], mm[k]) for k in sorted(set(qm) & set(mm), key=lambda k: -(qm[k] + mm[k]))}
+    inter = sum((qm & mm).values())
+    union = sum((qm | mm).values())
+    qo, mo = Counter(q.get("ops") or {}), Counter(m.get("ops") or {})
+    diff = {op: (qo[op], mo[op]) for op in sorted(set(qo) | set(mo)) if qo[op] != mo[op]}
+    return Explanation(shared, inter / union if union else 0.0, diff, same_hash)
+
+
+@dataclass(frozen=True)
+class Match:
+    """One result of :func:`~nar_plugin.search.api.find_similar`.
+
+    Attributes:
+        key: index key of the match (its format belongs to whoever indexed it: ``file:...``,
+            or an integration's own scheme).
+        score: cosine similarity to the query, larger = closer.
+        relation: ``identical`` / ``near-duplicate`` / ``related`` / ``unrelated``.
+        metadata: what was stored with the match (source, uri, names...), plus what folded into
+            it (e.g. the registered versions of an MLflow model, see
+            :mod:`nar_plugin.search.resolvers`).
+        graph_hash: the match's architecture hash.
+    """
+
+    key: str
+    score: float
+    relation: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    graph_hash: str | None = None
+    _query: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def explain(self) -> Explanation:
+        """Shared motif types and op-level differences between the query and this match."""
+        return explain(self._query.get("description") or {}, self.metadata.get("description") or {},
+                       self.relation == "identical")
+
+    def to_dict(self) -> dict[str, Any]:
+        meta = {k: v for k, v in self.metadata.items() if k != "description"}
+        return {"key": self.key, "score": round(self.score, 6), "relation": self.relation,
+                "graph_hash": self.graph_hash, "metadata": meta, "explanation": str(self.explain())}
+
+
+@dataclass(frozen=True)
+class DuplicateReport:
+    """Result of :func:`~nar_plugin.search.api.check_duplicate`.
+
+    Attributes:
+        is_duplicate: an identical or near-duplicate model is already indexed.
+        relation: relation of the best match (``unrelated`` when the index is empty).
+        best: the best match, if any: an identical one before any higher-scoring
+            near-duplicate.
+        matches: all matches at or above ``near-duplicate``.
+    """
+
+    is_duplicate: bool
+    relation: str
+    best: Match | None
+    matches: list[Match]
