@@ -26,12 +26,7 @@ from torch_geometric.nn import GATConv, GCNConv
 
 from nar_plugin.graph import ArchGraph
 from nar_plugin.model.features import node_feature_matrix
-from nar_plugin.model.layers import (
-    embed_nodes,
-    mean_max,
-    node_embedding_tables,
-    reset_modules,
-)
+from nar_plugin.model.layers import embed_nodes, mean_max, node_embedding_tables, reset_modules
 from nar_plugin.training.data import pk_batches
 from nar_plugin.training.losses import supcon_loss
 from nar_plugin.utils.torch_context import seeded, torch_threads

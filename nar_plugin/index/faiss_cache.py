@@ -27,13 +27,7 @@ import numpy as np
 
 from nar_plugin.errors import NarError
 from nar_plugin.index import ann
-from nar_plugin.index.ann import (
-    AnnParams,
-    ann_params_of,
-    build_ann_index,
-    choose_ann_params,
-    remove_ids,
-)
+from nar_plugin.index.ann import AnnParams, ann_params_of, build_ann_index, choose_ann_params, remove_ids
 from nar_plugin.index.database import Database
 from nar_plugin.index.entries import now
 from nar_plugin.index.locks import CACHE_LOCK_NAME, IndexLock

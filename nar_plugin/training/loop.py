@@ -48,14 +48,7 @@ from nar_plugin.model.inference import embed_prepared
 from nar_plugin.model.weights import save_weights
 from nar_plugin.training.augment import augment_graph
 from nar_plugin.training.config import TrainConfig
-from nar_plugin.training.data import (
-    CorpusDirs,
-    CorpusEntry,
-    load_training_corpus,
-    make_split,
-    pk_batches,
-    select_items,
-)
+from nar_plugin.training.data import CorpusDirs, CorpusEntry, load_training_corpus, make_split, pk_batches, select_items
 from nar_plugin.training.losses import motif_info_nce, supcon_loss
 from nar_plugin.utils.io import atomic_writer
 from nar_plugin.utils.progress import Progress
