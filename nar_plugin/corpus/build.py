@@ -51,6 +51,7 @@ def default_corpus_dir() -> Path:
     return nar_home() / "corpus"
 
 
+# plain counter fields, alike in shape to other reports' fields, not shared logic (shape-alike pairs listed by `duplicates` are deliberate: see docs/architecture.md, "Layout decisions")
 @dataclass
 class SourceSummary:
     """Counts of one source: the whole corpus (``items``...) and this run (``tried``...)."""

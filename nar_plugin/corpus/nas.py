@@ -372,6 +372,8 @@ def nas_tasks(seed: int, darts_families: int, nb201_families: int, members: int)
             spec = {"space": "darts", "normal": [list(p) for p in normal], "reduce": [list(p) for p in reduce],
                     "layers": L, "C": C}
             tasks.append(Task(f"nas:darts:{fam}/L{L}-C{C}-r{rkey}", NAME, f"darts-L{L}-C{C}", fam, spec))
+    # the same shape as the DARTS loop above, kept apart on purpose: each loop's random draws are
+    # interleaved in its own order, and merging them would change the committed corpus
     rng = random.Random(f"nb201/{seed}")
     grid201 = [(N, C) for N in NB201_CELLS for C in NB201_WIDTHS]
     seen = set()

@@ -243,6 +243,8 @@ def split_by_model(
                  {"test_frac": test_frac, "min_test_per_family": min_test_per_family})
 
 
+# Docstring and argument checks alike in shape to split_by_model's on purpose (two public entry
+# points with parallel contracts; see docs/architecture.md, "Layout decisions").
 def split_by_family(
     families: Sequence[Hashable],
     test_frac: float = 0.2,

@@ -74,6 +74,7 @@ class MotifGraph:
     _previews: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
 
     # ----------------------------------------------------------------- sizes
+    # one-line size properties, alike in shape to ArchGraph's (shape-alike pairs listed by `duplicates` are deliberate: see docs/architecture.md, "Layout decisions")
     @property
     def num_instances(self) -> int:
         """Number of motif instances (= macro-graph nodes)."""

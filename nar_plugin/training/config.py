@@ -13,6 +13,7 @@ from nar_plugin.model.encoder import EncoderConfig
 __all__ = ["TrainConfig"]
 
 
+# plain fields, alike in shape to other config/report dataclasses (see docs/architecture.md, "Layout decisions")
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run (recorded in the weights JSON).
