@@ -1,6 +1,6 @@
 # The README's two commands: `make demo` (main job) and `make test` (test suite).
-# Both create the project venv at .venv/ on first use. torch is pinned (constraints.txt):
-# an unpinned torch would pull a multi-GB CUDA build.
+# Both create the project venv at .venv/ on first use. torch is pinned (constraints.txt) to the
+# version the project is tested with; see the README for the CPU-only build.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python

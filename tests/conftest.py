@@ -28,31 +28,10 @@ def _nar_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
 
 
 # ------------------------------------------------------------------ real mlflow server
-import socket  # noqa: E402
 import subprocess  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
+from fixtures.net import free_port, wait_http  # noqa: E402
 
 
 @pytest.fixture(scope="session")

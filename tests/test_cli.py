@@ -164,7 +164,7 @@ def test_serve_without_secret_is_one_line(capsys: pytest.CaptureFixture[str], mo
 @pytest.mark.integration
 @pytest.mark.parametrize("what", ["mlflow-webhook", "hf-webhook"])
 def test_serve_answers_health_and_stops_on_ctrl_c(what: str, tmp_path: Path) -> None:
-    from conftest import free_port, wait_http
+    from fixtures.net import free_port, wait_http
 
     port = free_port()
     env = {**os.environ, "NAR_WEBHOOK_SECRET": "s3cret", "NAR_HOME": str(tmp_path)}

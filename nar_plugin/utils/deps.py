@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any, TypeVar
 
 from nar_plugin.errors import MissingDependencyError
 
-__all__ = ["require", "is_available", "EXTRAS"]
+__all__ = ["require", "requires", "is_available", "EXTRAS"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: top-level module -> the ``nar-plugin[extra]`` that installs it
 EXTRAS: dict[str, str] = {
@@ -19,8 +24,6 @@ EXTRAS: dict[str, str] = {
     "mlflow": "mlflow",
     "starlette": "mlflow",
     "uvicorn": "mlflow",
-    "ray": "ray",
-    "onnx": "onnx",
     "onnxruntime": "dev",
 }
 
@@ -51,3 +54,21 @@ def require(module: str, extra: str | None = None) -> ModuleType:
         if e.name is not None and e.name != top and not module.startswith(e.name):
             raise  # the package is there but one of *its* imports is missing
         raise MissingDependencyError(top, extra or EXTRAS.get(top, "all")) from e
+
+
+def requires(*modules: str, extra: str | None = None) -> Callable[[F], F]:
+    """Decorator for public entry points: :func:`require` each of ``modules`` before every call,
+    so that a missing extra is reported with its pip line, not as a bare ``ModuleNotFoundError``
+    from deep inside.
+
+    Example:
+        >>> autolog = requires("mlflow")(hooks.autolog)
+    """
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            for module in modules:
+                require(module, extra)
+            return fn(*args, **kwargs)
+        return checked  # type: ignore[return-value]
+    return decorate
