@@ -314,3 +314,18 @@ def test_committed_manifest_is_consistent() -> None:
         rec = recs[k]
         assert rec["status"] == "ok" or rec.get("reason"), k
         assert rec["family"] == next(r.family for r in rows if r.key == k)
+
+
+def test_nar_eval_cross_library_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`nar eval --benchmark cross-library` runs the committed benchmark and writes its report."""
+    import json
+
+    from nar_plugin.cli import main
+
+    out = tmp_path / "xl.md"
+    assert main(["eval", "--benchmark", "cross-library", "--methods", "histogram", "--out", str(out), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    libs = {r["library"] for r in rows if "library" in r}
+    assert {"pytorchcv", "timm", "torchvision"} <= libs, libs
+    text = out.read_text()
+    assert "`pytorchcv:densenet121` vs `timm:densenet121`" in text and "mean over libraries" in text

@@ -102,24 +102,50 @@ def train(corpus: str | None, out: str, device: str, epochs: int | None, seed: i
     click.echo(f"relation thresholds: {json.dumps(th)}")
 
 
+_CORPUS_METHODS = "nar,histogram,wl,gcn,gat"
+
+
 @click.command(name="eval")
 @corpus_dir_option
-@click.option("--methods", default="nar,histogram,wl,gcn,gat", show_default=True,
+@click.option("--methods", default=_CORPUS_METHODS, show_default=True,
               help="comma-separated methods to compare")
 @click.option("--splits", default="by_model,by_family", show_default=True, help="comma-separated splits")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of item selection, splits and training")
 @click.option("--gnn-epochs", type=int, default=20, show_default=True, help="epochs of the GCN/GAT baselines")
 @click.option("--nar-epochs", type=int, default=None, help="epochs when NAR is retrained for a split")
 @click.option("--out", metavar="F.md", default="eval.md", show_default=True, help="Markdown file for the tables")
+@click.option("--benchmark", type=click.Choice(["corpus", "cross-library"]), default="corpus", show_default=True,
+              help="corpus: both splits of the training corpus; cross-library: the same architectures from other "
+                   "libraries (docs/cross-library.md; --methods defaults to nar,histogram,histogram_attrs,wl,aten,"
+                   "aten_compute, add gcn,gat to train those)")
+@click.option("--gallery", type=click.Choice(["others", "all"]), default="others", show_default=True,
+              help="cross-library only: search other libraries' models only, or every other model")
 @json_option
 def eval_command(corpus: str | None, methods: str, splits: str, seed: int, gnn_epochs: int, nar_epochs: int | None,
-                 out: str, as_json: bool) -> None:
-    """NAR vs. baselines (GCN, GAT, WL, op histogram) on both splits; Markdown table"""
+                 out: str, benchmark: str, gallery: str, as_json: bool) -> None:
+    """NAR vs. baselines (GCN, GAT, WL, op histogram) on both splits of the corpus, or on the
+    cross-library benchmark; Markdown table"""
     from nar_plugin.evaluation.runner import run_eval
 
+    if benchmark == "cross-library":
+        _eval_cross_library(corpus, methods, gnn_epochs, gallery, out, as_json)
+        return
     res = run_eval(corpus, methods=methods.split(","), splits=splits.split(","), seed=seed, gnn_epochs=gnn_epochs,
                    nar_epochs=nar_epochs, out=out, log=(lambda s: None) if as_json else click.echo)
     emit(as_json, res, lambda: None)  # the tables were logged while it ran and written to --out
+
+
+def _eval_cross_library(corpus: str | None, methods: str, gnn_epochs: int, gallery: str, out: str,
+                        as_json: bool) -> None:
+    from pathlib import Path
+
+    from nar_plugin.evaluation.cross_library_report import DEFAULT_REPORT_METHODS, cross_library_report
+
+    chosen = DEFAULT_REPORT_METHODS if methods == _CORPUS_METHODS else tuple(m for m in methods.split(",") if m)
+    res = cross_library_report(None, chosen, corpus=corpus, gnn_epochs=gnn_epochs, gallery=gallery,
+                               log=(lambda s: None) if as_json else click.echo)
+    Path(out).write_text(res["markdown"] + "\n")
+    emit(as_json, {k: v for k, v in res.items() if k != "markdown"}, lambda: click.echo(res["markdown"]))
 
 
 COMMANDS = (corpus, train, eval_command)
