@@ -329,3 +329,13 @@ def test_nar_eval_cross_library_command(tmp_path: Path, capsys: pytest.CaptureFi
     assert {"pytorchcv", "timm", "torchvision"} <= libs, libs
     text = out.read_text()
     assert "`pytorchcv:densenet121` vs `timm:densenet121`" in text and "mean over libraries" in text
+
+
+def test_crosslib_coverage_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from nar_plugin.cli import main
+
+    assert main(["corpus", "crosslib", "coverage", "--markdown"]) == 0
+    text = capsys.readouterr().out
+    assert "| timm |" in text and "| **all** |" in text
+    assert main(["corpus", "crosslib", "install", "--dry-run", "--target", "/nonexistent-nar-test"]) == 0
+    assert "--no-deps" in capsys.readouterr().out

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from nar_plugin.motifs import MotifGraph
 
 __all__ = ["format_motif_summary", "graph_report", "matches_table", "dedup_report_text", "stats_text", "sync_text",
-           "hf_index_report"]
+           "hf_index_report", "empty_index_hint"]
 
 
 def format_motif_summary(mg: MotifGraph, top: int | None = 20, width: int = 100) -> str:
@@ -73,9 +73,11 @@ def graph_report(source: str, graph: Any) -> Any:
 
 def matches_table(query: str, matches: Sequence[Any], explain: bool = False) -> Any:
     """``nar similar``: rank, key, score, relation (and why, with ``explain``) per match."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    t = Table("rank", "key", "score", "relation", *(["why"] if explain else []), title=f"similar to {query}")
+    # a key is an id to copy: on a narrow terminal it wraps (fold), it is never cut with "..."
+    t = Table("rank", Column("key", overflow="fold"), "score", "relation", *(["why"] if explain else []),
+              title=f"similar to {query}")
     for i, m in enumerate(matches, 1):
         t.add_row(str(i), m.key, f"{m.score:.3f}", m.relation, *([str(m.explain())] if explain else []))
     return t
@@ -87,6 +89,14 @@ def dedup_report_text(clusters: Sequence[Any]) -> str:
         return "no duplicate registered versions"
     return "\n".join(f"[bold]{c.relation}[/bold] (min cosine {c.min_score:.3f}): " + ", ".join(c.members)
                      for c in clusters)
+
+
+def empty_index_hint(count: int, path: Any) -> str | None:
+    """What to do about an empty index (``None`` when it holds entries)."""
+    if count:
+        return None
+    return (f"hint: the index at {path} is empty; add models with `nar index add SOURCE...`, or pull the "
+            "nar-tagged models of MLflow with `nar index sync` (reads MLFLOW_TRACKING_URI)")
 
 
 def stats_text(stats: Mapping[str, Any]) -> str:
@@ -114,3 +124,21 @@ def hf_index_report(summary: Any, requested: int) -> Any:
     for f in summary.failed:
         t.add_row(f.repo, f.error, f.message)
     return Group(head, t)
+
+
+def coverage_markdown(cov: dict[str, dict[str, Any]]) -> str:
+    """Extraction coverage per library (``nar corpus crosslib coverage --markdown``)."""
+    lines = ["| library | models | extracted | failed | coverage | tracer (fx / export) |",
+             "|---|---:|---:|---:|---:|---|"]
+    tot = [0, 0, 0]
+    for lib, c in cov.items():
+        tr = c["tracers"]
+        lines.append(f"| {lib} | {c['models']} | {c['ok']} | {c['failed']} | {100 * c['ok'] / max(c['models'], 1):.1f}% "
+                     f"| {tr.get('fx', 0)} / {tr.get('export', 0)} |")
+        tot = [tot[0] + c["models"], tot[1] + c["ok"], tot[2] + c["failed"]]
+    lines.append(f"| **all** | {tot[0]} | {tot[1]} | {tot[2]} | {100 * tot[1] / max(tot[0], 1):.1f}% | |")
+    fails = [(k, r) for c in cov.values() for k, r in c["failures"].items()]
+    if fails:
+        lines += ["", "| model | reason |", "|---|---|"]
+        lines += [f"| `{k}` | {r[:150].replace('|', '/')} |" for k, r in fails]
+    return "\n".join(lines)

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from nar_plugin.cli.crosslib import crosslib
 from nar_plugin.cli.options import json_option
 from nar_plugin.cli.output import console, emit
 from nar_plugin.corpus.options import SOURCES
@@ -147,5 +148,7 @@ def _eval_cross_library(corpus: str | None, methods: str, gnn_epochs: int, galle
     Path(out).write_text(res["markdown"] + "\n")
     emit(as_json, {k: v for k, v in res.items() if k != "markdown"}, lambda: click.echo(res["markdown"]))
 
+
+corpus.add_command(crosslib)
 
 COMMANDS = (corpus, train, eval_command)

@@ -11,7 +11,7 @@
 * :mod:`.dataset` -- :func:`load_cross_library`: the built items for evaluation.
 
 The protocol that evaluates on it is :mod:`nar_plugin.evaluation.cross_library`; see
-``docs/cross-library.md``. Command line: ``python -m nar_plugin.corpus.crosslib --help``.
+``docs/cross-library.md``. Command line: ``nar corpus crosslib --help``.
 """
 
 from __future__ import annotations

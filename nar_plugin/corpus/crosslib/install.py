@@ -5,7 +5,7 @@ although their model code runs on the project's torch, so they are installed ``-
 into a cache folder (never into the project's environment, never with a torch wheel) and put on
 ``sys.path`` / ``PYTHONPATH`` only for the process that builds the benchmark's graphs.
 
-``python -m nar_plugin.corpus.crosslib install`` runs :func:`install` with the pinned versions.
+``nar corpus crosslib install`` runs :func:`install` with the pinned versions.
 """
 
 from __future__ import annotations
@@ -120,12 +120,12 @@ def on_path(target: str | os.PathLike[str] | None = None) -> Iterator[Path]:
     """Put ``target`` on ``sys.path`` and ``PYTHONPATH`` (for spawned workers) inside the block.
 
     Raises:
-        FileNotFoundError: nothing is installed there (run ``python -m nar_plugin.corpus.crosslib install``).
+        FileNotFoundError: nothing is installed there (run ``nar corpus crosslib install``).
     """
     dest = Path(target).expanduser() if target is not None else thirdparty_dir()
     if not dest.is_dir() or not any(dest.glob("*.dist-info")):
         raise FileNotFoundError(f"no third-party model libraries in {dest}; run "
-                                "`python -m nar_plugin.corpus.crosslib install` first")
+                                "`nar corpus crosslib install` first")
     mismatch = check_versions(installed_versions(dest))
     if mismatch:
         logger.warning("third-party libraries differ from the pinned versions (found, pinned): %s", mismatch)

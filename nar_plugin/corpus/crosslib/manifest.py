@@ -4,7 +4,7 @@
 rules of :mod:`.families`, drops resolution twins, and keeps only families implemented by at
 least two libraries (the benchmark is about the same architecture written by different people).
 The result is committed, so evaluating needs none of the third-party libraries; regenerate it
-after changing a rule (``python -m nar_plugin.corpus.crosslib manifest``).
+after changing a rule (``nar corpus crosslib manifest``).
 """
 
 from __future__ import annotations
