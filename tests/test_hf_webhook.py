@@ -56,7 +56,9 @@ def test_webhook_verifies_the_secret_and_indexes_model_updates() -> None:
         assert r.json()["status"] == "ignored"
         branch = {**payload(), "updatedRefs": [{"ref": "refs/heads/dev", "oldSha": None, "newSha": "d" * 40},
                                                {"ref": "refs/tags/v1", "oldSha": None, "newSha": "e" * 40}]}
-        r = client.post(f"/?secret={SECRET}", json=branch)  # the secret may come as a query parameter
+        r = client.post(f"/?secret={SECRET}", json=branch)  # a secret in the URL is refused (access logs)
+        assert r.status_code == 400
+        r = client.post("/", json=branch, headers={"X-Webhook-Secret": SECRET})
         assert r.status_code == 202 and r.json()["revisions"] == ["d" * 40]
         app.state.drain()
         assert [c[1]["revision"] for c in calls] == ["a" * 40, "d" * 40]

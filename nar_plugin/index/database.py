@@ -18,9 +18,12 @@ from typing import Any
 from nar_plugin.errors import (
     EncoderVersionMismatchError,
     IndexCorruptError,
+    IndexLockedError,
+    IndexWriteError,
     InvalidQueryError,
 )
 from nar_plugin.index.locks import LOCK_NAME, IndexLock, lock_timeout
+from nar_plugin.index.readonly import cannot_open_read_write, connect_read_only, not_writable_error
 from nar_plugin.index.schema import (
     DB_NAME,
     Txn,
@@ -35,9 +38,36 @@ from nar_plugin.index.schema import (
     validate,
 )
 
-__all__ = ["Database"]
+__all__ = ["Database", "write_error_from"]
 
 logger = logging.getLogger(__name__)
+
+#: SQLite result codes (``sqlite3.Error.sqlite_errorname``, primary part) of a failed write that
+#: leaves the database intact: out of space, read-only file or directory, I/O or open failure
+_WRITE_FAILURES = ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_PERM")
+_BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
+
+
+def write_error_from(exc: BaseException, db: Path) -> Exception | None:
+    """Map an ``sqlite3`` error raised while writing ``db`` to a typed error (None: not one).
+
+    ``IndexCorruptError`` for a corrupt file, ``IndexLockedError`` when SQLite's own busy timeout
+    ran out, :class:`IndexWriteError` (an ``OSError``) for a disk full, a read-only or failing
+    file system: the write transaction was rolled back and the index is unchanged.
+    """
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    primary = "_".join(name.split("_")[:2])  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
+    if primary in _BUSY:
+        return IndexLockedError(f"index database {db} stayed locked by another connection ({exc}); wait and retry, "
+                                "or raise NAR_LOCK_TIMEOUT")
+    if primary in _WRITE_FAILURES or (not name and isinstance(exc, sqlite3.OperationalError)
+                                      and any(w in str(exc).lower() for w in ("disk is full", "readonly", "read-only"))):
+        return IndexWriteError(f"could not write index database {db} ({name or type(exc).__name__}: {exc}); "
+                               "the change was rolled back, the index is unchanged. Free disk space or fix the "
+                               "permissions, then retry", path=str(db))
+    return corrupt_from(exc, db)
 
 
 class Database:
@@ -53,15 +83,20 @@ class Database:
         verify: Run ``PRAGMA quick_check`` on connect.
         encoder_version: Encoder version required of the database (recorded if it has none).
         read_only: Check ``encoder_version`` but never record it.
+        writable: False when the folder cannot be written: the database is opened read-only
+            (``mode=ro``, else ``immutable``), never created, and no lock file is taken.
+            Also set when opening it read-write fails for lack of permission.
     """
 
-    def __init__(self, path: Path, dim: int, *, verify: bool, encoder_version: str | None, read_only: bool) -> None:
+    def __init__(self, path: Path, dim: int, *, verify: bool, encoder_version: str | None, read_only: bool,
+                 writable: bool = True) -> None:
         self.path = path
+        self.writable = writable
         self.dim = dim
         self.where = f"index at {path}"
         self.verify = verify
         self.requested_encoder = encoder_version
-        self.read_only = read_only
+        self.read_only = read_only or not writable
         self.mutex = threading.RLock()
         self.write_lock = IndexLock(
             path, LOCK_NAME, f"index {path}", ": another process is writing (wait and retry, or raise NAR_LOCK_TIMEOUT)"
@@ -80,19 +115,18 @@ class Database:
         """Open (creating it if missing) and validate the database, then check the encoder."""
         db = self.db_path
         if not db.exists():
+            if not self.writable:
+                raise not_writable_error(self.path, "create")
             with self.write_lock.held():
                 if not db.exists():
                     recorded = None if self.read_only else self.requested_encoder
-                    publish_file(new_database(temp_name(db, "tmp"), self.dim, recorded), db)
+                    try:
+                        publish_file(new_database(temp_name(db, "tmp"), self.dim, recorded), db)
+                    except sqlite3.Error as exc:
+                        raise write_error_from(exc, db) or exc from None
                     logger.info("created embedding index %s", self.path)
         st = os.stat(db)  # before connecting: if the file is swapped meanwhile, we reconnect later
-        with corruption_mapped(db):
-            conn = sqlite3.connect(str(db), timeout=lock_timeout(), isolation_level=None, check_same_thread=False)
-        try:
-            info = validate(conn, db, self.dim, verify=self.verify, where=self.where)
-        except BaseException:
-            conn.close()
-            raise
+        conn, info = self._open(db)
         self.conn = conn
         self._ino = (st.st_dev, st.st_ino)
         self.uid = str(info.get("uid") or "")
@@ -103,6 +137,38 @@ class Database:
         except EncoderVersionMismatchError:
             self.close()
             raise
+
+    def _open(self, db: Path) -> tuple[sqlite3.Connection, dict[str, str]]:
+        """Connect to and validate ``db``: read-write, or read-only when the folder (or file)
+        cannot be written; a read-write open refused for lack of permission falls back."""
+        try:
+            with corruption_mapped(db):
+                if self.writable:
+                    conn = sqlite3.connect(str(db), timeout=lock_timeout(), isolation_level=None,
+                                           check_same_thread=False)
+                else:
+                    conn = connect_read_only(db, lock_timeout())
+        except sqlite3.OperationalError as exc:
+            if not (self.writable and cannot_open_read_write(exc)):
+                raise
+            self._lose_write_access(exc)
+            return self._open(db)
+        try:
+            return conn, validate(conn, db, self.dim, verify=self.verify, where=self.where, read_only=not self.writable)
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if not (self.writable and cannot_open_read_write(exc)):
+                raise
+            self._lose_write_access(exc)
+            return self._open(db)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _lose_write_access(self, exc: sqlite3.Error) -> None:
+        logger.info("index %s: cannot open it read-write (%s); opening it read-only", self.path, exc)
+        self.writable = False
+        self.read_only = True
 
     def require_encoder(self, version: str | None) -> None:
         """Check that the database holds ``version`` embeddings; record it if it records none.
@@ -137,8 +203,9 @@ class Database:
             current: tuple[int, int] | None = (st.st_dev, st.st_ino)
         except FileNotFoundError:
             # a restore in another process may be swapping files: wait for its lock, look again
-            with self.write_lock.held():
-                pass
+            if self.writable:
+                with self.write_lock.held():
+                    pass
             if not self.db_path.exists():
                 raise IndexCorruptError(f"index database {self.db_path} disappeared", path=str(self.db_path)) from None
             current = None
@@ -158,15 +225,19 @@ class Database:
                 try:
                     conn.execute("BEGIN IMMEDIATE")
                     txn = Txn(conn, generation(conn) + 1)
-                except sqlite3.DatabaseError as exc:
+                except sqlite3.Error as exc:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
-                    raise corrupt_from(exc, self.db_path) or exc from None
+                    raise write_error_from(exc, self.db_path) or exc from None
                 try:
                     yield txn
                     if txn.changed:
                         conn.execute("UPDATE info SET value=? WHERE name='generation'", (str(txn.gen),))
                     conn.execute("COMMIT")
+                except sqlite3.Error as exc:  # disk full mid-batch and the like: typed, rolled back
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise write_error_from(exc, self.db_path) or exc from None
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")

@@ -2,11 +2,13 @@
 
 ``<dir>/.lock`` serialises writers of the SQLite database (readers take no lock: WAL snapshots);
 ``<dir>/.cache.lock`` serialises writers of the FAISS cache file. Waiting is bounded by
-``NAR_LOCK_TIMEOUT`` (read at call time); a timeout raises :class:`IndexLockedError`.
+``NAR_LOCK_TIMEOUT`` (read at call time, finite and ``>= 0``, else :class:`ConfigError`); a
+timeout raises :class:`IndexLockedError`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,17 +16,25 @@ from pathlib import Path
 import filelock
 
 from nar_plugin.config import NAR_LOCK_TIMEOUT
-from nar_plugin.errors import IndexLockedError
+from nar_plugin.errors import ConfigError, IndexLockedError
 
-__all__ = ["LOCK_NAME", "CACHE_LOCK_NAME", "IndexLock", "lock_timeout"]
+__all__ = ["CACHE_LOCK_NAME", "LOCK_NAME", "IndexLock", "lock_timeout"]
 
 LOCK_NAME = ".lock"
 CACHE_LOCK_NAME = ".cache.lock"
 
 
 def lock_timeout() -> float:
-    """Seconds to wait for a lock (``NAR_LOCK_TIMEOUT``)."""
-    return float(NAR_LOCK_TIMEOUT.get())
+    """Seconds to wait for a lock (``NAR_LOCK_TIMEOUT``): finite and ``>= 0`` (0 = try once).
+
+    Raises:
+        ConfigError: a negative, infinite or NaN value (``filelock`` would wait forever on a
+            negative one, and a hook must never hang the user's call).
+    """
+    value = float(NAR_LOCK_TIMEOUT.get())
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{NAR_LOCK_TIMEOUT.name} must be a finite number of seconds >= 0, found {value!r}")
+    return value
 
 
 class IndexLock:

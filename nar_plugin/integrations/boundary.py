@@ -21,11 +21,19 @@ The rules follow MLflow autologging:
   (logger ``nar_plugin.integrations.boundary``) and one :mod:`warnings` warning of ``category``
   (a :class:`~nar_plugin.errors.PluginFailureWarning` by default), and the user's result is
   returned; ``silent=True`` makes it one debug line only;
-- ``NAR_TESTING=true`` re-raises it instead, so tests see plugin errors;
+- the warning can never raise: under ``warnings.simplefilter("error")`` (common in test suites)
+  ``warnings.warn`` raises the warning itself, *after* the user's model was logged or pushed;
+  :func:`warn_safely` catches that and keeps the log line as the report;
+- ``NAR_TESTING=true`` re-raises it instead, so tests see plugin errors (any value that is not a
+  boolean counts as false, with one log line: a typo must not turn failures into aborted calls);
 - ``passthrough`` names plugin errors that are meant to stop the user's call (e.g.
   :class:`~nar_plugin.errors.DuplicateModelError` under ``NAR_DEDUP=block``): they propagate;
 - ``on_error(exc)`` runs first, e.g. to record ``nar.status=error:<Type>``; its own failure is
-  logged at debug level and never hides the original error.
+  logged at debug level and never hides the original error;
+- ``fail_closed(exc)`` is for promises that must not lapse silently: when it returns an
+  exception, that one is raised (from the plugin error) instead of a warning, whatever
+  ``NAR_TESTING`` says. ``NAR_DEDUP=block`` uses it: a duplicate check that failed refuses the
+  registration (:class:`~nar_plugin.errors.DedupCheckFailedError`) rather than letting it through.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from nar_plugin.errors import NarError, PluginFailureWarning
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["plugin_boundary", "testing"]
+__all__ = ["plugin_boundary", "testing", "warn_safely"]
 
 
 #: frames of these packages are skipped, so that a warning points at the user's own line
@@ -48,9 +56,9 @@ _LIBRARY_FRAMES = ("nar_plugin", "mlflow", "huggingface_hub", "contextlib", "fun
 
 
 def _user_stacklevel() -> int:
-    """``stacklevel`` (for a ``warnings.warn`` in :func:`plugin_boundary`) of the first frame
+    """``stacklevel`` (for the ``warnings.warn`` in :func:`warn_safely`) of the first frame
     outside nar-plugin and the libraries it hooks: the user's ``log_model`` / ``push_to_hub`` line."""
-    frame, level = sys._getframe(1), 1  # level 1 = plugin_boundary, the caller of warnings.warn
+    frame, level = sys._getframe(1), 1  # level 1 = warn_safely, the caller of warnings.warn
     while frame is not None:
         name = str(frame.f_globals.get("__name__", ""))
         if not any(name == p or name.startswith(p + ".") for p in _LIBRARY_FRAMES):
@@ -60,13 +68,42 @@ def _user_stacklevel() -> int:
 
 
 def testing() -> bool:
-    """``NAR_TESTING``: re-raise plugin errors (a malformed value counts as false)."""
+    """``NAR_TESTING``: re-raise plugin errors (a malformed value counts as false, logged)."""
     from nar_plugin.config import NAR_TESTING
 
     try:
         return bool(NAR_TESTING.get())
-    except NarError:
+    except NarError as e:
+        logger.warning("nar-plugin: %s; counted as false (plugin errors are reported, not re-raised)", e)
         return False
+
+
+def warn_safely(message: str, category: type[Warning], stacklevel: int | None = None) -> bool:
+    """``warnings.warn`` that never raises, whatever the warning filters say.
+
+    ``warnings.simplefilter("error")`` turns a warning into an exception raised at the
+    ``warnings.warn`` call, inside a hook, after the user's call already happened; a custom
+    ``warnings.showwarning`` may raise too. Either is caught: the message is logged instead
+    (callers log it at ``WARNING`` already, so this adds a debug line only).
+
+    Args:
+        message: the warning text.
+        category: the warning class.
+        stacklevel: as for ``warnings.warn``, counted from the caller of this function
+            (default: the first frame outside nar-plugin and the libraries it hooks, i.e. the
+            user's ``log_model`` / ``register_model`` / ``push_to_hub`` line).
+
+    Returns:
+        Whether the warning was issued (False: the filters turned it into an error).
+    """
+    level = _user_stacklevel() if stacklevel is None else stacklevel + 1
+    try:
+        warnings.warn(message, category, stacklevel=level)
+    except Exception as e:  # noqa: BLE001 - a warning filter's "error" must not break the user's call
+        logger.debug("nar-plugin: warning filters turned %s into an error (%s); reported by log only",
+                     category.__name__, type(e).__name__)
+        return False
+    return True
 
 
 @contextmanager
@@ -78,6 +115,7 @@ def plugin_boundary(
     passthrough: tuple[type[BaseException], ...] = (),
     on_error: Callable[[Exception], object] | None = None,
     silent: bool = False,
+    fail_closed: Callable[[Exception], BaseException | None] | None = None,
 ) -> Iterator[None]:
     """Run nar-plugin's part of a hooked call; see the module docstring for the rules.
 
@@ -89,20 +127,26 @@ def plugin_boundary(
         passthrough: exception types that propagate unchanged.
         on_error: called with the exception before it is reported or re-raised.
         silent: log at debug level and issue no warning.
+        fail_closed: maps the error to the exception that must stop the user's call, or ``None``.
 
     Raises:
-        Exception: the error itself, when ``NAR_TESTING=true`` or its type is in ``passthrough``.
+        Exception: the error itself, when ``NAR_TESTING=true`` or its type is in ``passthrough``;
+            what ``fail_closed`` returned.
     """
     try:
         yield
     except passthrough:
         raise
-    except Exception as exc:  # noqa: BLE001 - this is the boundary
+    except Exception as exc:
         if on_error is not None:
             try:
                 on_error(exc)
             except Exception as e:  # noqa: BLE001 - best effort: what failed may be the server
                 logger.debug("nar-plugin: recording the failure of %s failed too: %s", what, e)
+        refusal = fail_closed(exc) if fail_closed is not None else None
+        if refusal is not None:
+            logger.warning("nar-plugin: %s failed (%s: %s); %s", what, type(exc).__name__, exc, refusal)
+            raise refusal from exc
         if testing():
             raise
         msg = f"nar-plugin: {what} failed ({type(exc).__name__}: {exc}); {consequence}"
@@ -110,4 +154,4 @@ def plugin_boundary(
             logger.debug(msg, exc_info=exc)
             return
         logger.warning(msg)
-        warnings.warn(msg, category, stacklevel=_user_stacklevel())
+        warn_safely(msg, category)

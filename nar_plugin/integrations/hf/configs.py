@@ -48,14 +48,9 @@ def graph_from_repo_config(config: Mapping[str, Any], metadata: Mapping[str, Any
 
             return graph_from_hf_config(dict(config), metadata=meta)
         if "architecture" in config:
-            from nar_plugin.extract.timm_models import build_meta_timm
-            from nar_plugin.extract.torch_module import graph_from_module
+            from nar_plugin.extract.timm_models import graph_from_timm_config
 
-            kwargs = dict(config.get("model_args") or {})
-            if config.get("num_classes") is not None:
-                kwargs.setdefault("num_classes", int(config["num_classes"]))
-            model = build_meta_timm(str(config["architecture"]), **kwargs)
-            return graph_from_module(model, None, metadata={"name": config["architecture"],
-                                                             "source_kind": "timm", **meta})
+            # untrusted config: model_args through the allow-list, no checkpoint/pretrained paths
+            return graph_from_timm_config(config, metadata=meta)
     raise UnsupportedModelError("config.json has neither 'model_type' (transformers) nor 'architecture' "
                                 f"(timm); found keys {sorted(config)[:8]}")

@@ -39,12 +39,22 @@ def _entry_metadata(snap: HubSnapshot, requested: str | None) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if v is not None}
 
 
-def _prepare(spec: str, revision: str | None, token: str | bool | None, cache_dir: str | Path | None) -> _Prepared:
+def _prepare(spec: str, revision: str | None, token: str | bool | None, cache_dir: str | Path | None,
+             extract: Callable[[Path], ArchGraph] | None = None) -> _Prepared:
     """Fetch and extract ``spec`` (``revision``, when given, overrides the spec's own)."""
     repo_id, spec_rev = parse_repo_spec(spec)
     revision = revision or spec_rev
     snap = fetch_repo(repo_id, revision, token, cache_dir)
-    graph = graph_from_repo_config(snap.config, {"name": repo_id})
+    if extract is None:
+        graph = graph_from_repo_config(snap.config, {"name": repo_id})
+    else:  # e.g. a sandboxed subprocess: it reads the config from a file of its own
+        import json
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="nar-hf-") as tmp:
+            cfg = Path(tmp) / "config.json"
+            cfg.write_text(json.dumps(snap.config))
+            graph = extract(cfg)
     return _Prepared(repo_key(repo_id, snap.sha), graph, _entry_metadata(snap, revision), tree_url(repo_id, snap.sha))
 
 
@@ -58,7 +68,8 @@ def _store(prepared: _Prepared, index: Any) -> str:
 
 
 def index_repo(repo_id: str, revision: str | None = None, token: str | bool | None = None,
-               index: Any = None, *, cache_dir: str | Path | None = None) -> str:
+               index: Any = None, *, cache_dir: str | Path | None = None,
+               extract: Callable[[Path], ArchGraph] | None = None) -> str:
     """Index a Hub model repo by id, from its ``config.json`` only.
 
     Args:
@@ -68,6 +79,8 @@ def index_repo(repo_id: str, revision: str | None = None, token: str | bool | No
         index: an ``EmbeddingIndex`` or path (default: the index under ``NAR_HOME``).
         cache_dir: Hub cache (default: ``huggingface_hub.constants.HF_HUB_CACHE``, which is read
             from ``HF_HUB_CACHE`` when ``huggingface_hub`` is first imported).
+        extract: reads the graph from a ``config.json`` path instead of extracting in-process
+            (the webhook receiver passes a sandboxed subprocess for configs pushed by others).
 
     Returns:
         The key, ``hf:<repo_id>@<sha>``. Metadata stored: repo_id, revision (sha),
@@ -81,7 +94,7 @@ def index_repo(repo_id: str, revision: str | None = None, token: str | bool | No
         >>> nar_plugin.hf.index_repo("google-bert/bert-base-uncased")
         'hf:google-bert/bert-base-uncased@<the 40-hex sha main resolved to>'
     """
-    key = _store(_prepare(repo_id, revision, token, cache_dir), index)
+    key = _store(_prepare(repo_id, revision, token, cache_dir, extract), index)
     logger.info("indexed %s", key)
     return key
 

@@ -1,26 +1,39 @@
 """The Hub webhook receiver: a Starlette app that verifies the shared secret and indexes every
 updated model repo at the pushed commit (``hooks/hf_webhook.py`` and ``nar serve hf-webhook``
-serve it)."""
+serve it).
+
+Anyone who can reach the port can send it anything: the secret header is checked before the body
+is read (401), the declared and the actual body size against ``NAR_WEBHOOK_MAX_BODY`` (413,
+read in chunks and never past the cap), the body must be a UTF-8 JSON object (400). A secret in
+the URL (``?secret=``) is refused (400) and erased from the request before the server logs it.
+The pushed ``config.json`` is someone else's: by default it is extracted in a subprocess with
+time and memory limits (:func:`~nar_plugin.integrations.receiving.extract_in_sandbox`).
+"""
 
 from __future__ import annotations
 
+import functools
 import hmac
-import json
 import logging
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-from nar_plugin.errors import ConfigError
+from nar_plugin.errors import ConfigError, WebhookPayloadError
 from nar_plugin.integrations.hf.keys import REPO_RE, SHA_RE
+from nar_plugin.integrations.receiving import (
+    NoQueryStrings,
+    json_object,
+    max_body,
+    read_body,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["classify_webhook", "make_webhook_app"]
-
-_MAX_BODY = 1 << 20
 
 #: a repo revision to index: ``(repo_id, sha)``; ``sha`` None = the head of ``main``
 Revision = tuple[str, str | None]
@@ -67,13 +80,17 @@ def classify_webhook(payload: Any) -> list[tuple[str, str | None]] | str:
 
 
 def make_webhook_app(secret: str | None = None, index: Any = None, indexer: Callable[..., Any] | None = None, *,
-                     background: bool = True, queue_size: int = 256, token: str | bool | None = None) -> Any:
+                     background: bool = True, queue_size: int = 256, token: str | bool | None = None,
+                     cache_dir: str | Path | None = None, max_body_bytes: int | None = None) -> Any:
     """A Starlette app receiving Hub webhooks at ``POST /`` (and ``/webhook``); ``GET /health``.
 
-    Every delivery must carry the secret (``X-Webhook-Secret`` header or ``?secret=``; compared in
-    constant time), else 401 and nothing happens. Model repo updates (see
+    Every delivery must carry the secret in the ``X-Webhook-Secret`` header (compared in constant
+    time), else 401 and nothing is read; a secret in the URL (``?secret=``) is refused (400) and
+    never logged. Bodies over ``max_body_bytes`` (default ``NAR_WEBHOOK_MAX_BODY``, 1 MiB) get
+    413, bodies that are no UTF-8 JSON object 400. Model repo updates (see
     :func:`classify_webhook`) are indexed by ``indexer(repo_id, revision=sha, token=token,
-    index=index)`` (default :func:`~nar_plugin.integrations.hf.index.index_repo`): queued for one
+    index=index)`` (default :func:`~nar_plugin.integrations.hf.index.index_repo` reading
+    ``config.json`` only, from ``cache_dir``, extracted in a sandboxed subprocess): queued for one
     worker thread (202; 503 with ``Retry-After`` when the bounded queue is full) or, with
     ``background=False``, indexed before answering (200 with the keys). Other events: 200 with the
     reason they are ignored; a malformed payload: 400. ``app.state.drain()`` waits until the queue
@@ -83,9 +100,10 @@ def make_webhook_app(secret: str | None = None, index: Any = None, indexer: Call
         secret: the webhook secret (default ``NAR_WEBHOOK_SECRET``).
 
     Raises:
-        ConfigError: no secret.
+        ConfigError: no secret, or a malformed ``NAR_WEBHOOK_MAX_BODY``.
     """
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
     from starlette.routing import Route
 
     from nar_plugin.config import NAR_WEBHOOK_SECRET
@@ -95,11 +113,16 @@ def make_webhook_app(secret: str | None = None, index: Any = None, indexer: Call
         raise ConfigError("the HF webhook receiver needs a secret: set NAR_WEBHOOK_SECRET (the value "
                           "entered in the Hub webhook settings)")
     if indexer is None:
-        from nar_plugin.integrations.hf.index import index_repo as indexer
+        from nar_plugin.integrations.hf.index import index_repo
+        from nar_plugin.integrations.receiving import extract_in_sandbox
+
+        indexer = functools.partial(index_repo, cache_dir=cache_dir, extract=extract_in_sandbox)
+    limit = max_body_bytes if max_body_bytes is not None else max_body()
     rx = _Receiver(secret.encode("utf-8"), lambda rid, sha: indexer(rid, revision=sha, token=token, index=index),
-                   background, queue_size)
+                   background, queue_size, limit)
     app = Starlette(routes=[Route("/", rx.receive, methods=["POST"]), Route("/webhook", rx.receive, methods=["POST"]),
-                            Route("/health", rx.health, methods=["GET"])], lifespan=rx.lifespan)
+                            Route("/health", rx.health, methods=["GET"])], lifespan=rx.lifespan,
+                    middleware=[Middleware(NoQueryStrings)])
     app.state.stats, app.state.keys = rx.stats, rx.keys
     app.state.drain = rx.jobs.join  # block until every queued delivery was processed (tests, shutdown)
     return app
@@ -109,10 +132,11 @@ class _Receiver:
     """The state and the handlers of one webhook app: counters, the job queue and its worker."""
 
     def __init__(self, secret: bytes, run: Callable[[str, str | None], Any], background: bool,
-                 queue_size: int) -> None:
-        self.secret, self.run, self.background = secret, run, background
+                 queue_size: int, max_body: int) -> None:
+        self.secret, self.run, self.background, self.max_body = secret, run, background, max_body
         self.jobs: queue.Queue[Revision | None] = queue.Queue(maxsize=queue_size)
-        self.stats = {"accepted": 0, "ignored": 0, "rejected": 0, "indexed": 0, "failed": 0}
+        #: rejected: no or a wrong secret; malformed: signed but too large or no JSON object
+        self.stats = {"accepted": 0, "ignored": 0, "rejected": 0, "malformed": 0, "indexed": 0, "failed": 0}
         self.keys: list[str] = []
         self.worker: threading.Thread | None = None
         self.lock = threading.Lock()
@@ -132,7 +156,7 @@ class _Receiver:
                 if job is None:
                     return
                 self.index_one(*job)
-            except Exception:  # noqa: BLE001 - a failed repo must not stop the worker
+            except Exception:
                 with self.lock:
                     self.stats["failed"] += 1
                 logger.exception("webhook: indexing %s failed", job)
@@ -149,18 +173,21 @@ class _Receiver:
     async def receive(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
 
-        # the Hub sends the secret verbatim (no HMAC), as a header or, if configured so, ?secret=
-        got = request.headers.get("x-webhook-secret") or request.query_params.get("secret")
+        # the Hub sends the secret verbatim (no HMAC) in a header; checked before the body is read
+        # (a ?secret= query was refused, and erased before logging, by NoQueryStrings)
+        got = request.headers.get("x-webhook-secret")
         if got is None or not hmac.compare_digest(got.encode("utf-8"), self.secret):
             self.stats["rejected"] += 1
             return _reply(401, status="rejected", reason="missing or wrong X-Webhook-Secret")
-        body = await request.body()
-        if len(body) > _MAX_BODY:
-            return _reply(413, status="rejected", reason=f"payload larger than {_MAX_BODY} bytes")
         try:
-            decision = classify_webhook(json.loads(body))
-        except (ValueError, UnicodeDecodeError) as e:
-            return _reply(400, status="rejected", reason=f"bad payload: {e}")
+            body = await read_body(request, self.max_body)
+            decision = classify_webhook(json_object(body))
+        except WebhookPayloadError as e:
+            self.stats["malformed"] += 1
+            return _reply(e.status, status="rejected", reason=str(e))
+        except (ValueError, RecursionError) as e:
+            self.stats["malformed"] += 1
+            return _reply(400, status="rejected", reason=f"bad payload: {type(e).__name__}: {str(e)[:200]}")
         if isinstance(decision, str):
             self.stats["ignored"] += 1
             return _reply(200, status="ignored", reason=decision)
@@ -183,7 +210,7 @@ class _Receiver:
         repo_id, revisions = decision[0][0], [sha for _, sha in decision]
         try:
             keys = [await run_in_threadpool(self.index_one, rid, sha) for rid, sha in decision]
-        except Exception as e:  # noqa: BLE001 - report to the Hub, keep serving
+        except Exception as e:
             self.stats["failed"] += 1
             logger.exception("webhook: indexing %s at %s failed", repo_id, revisions)
             return _reply(500, status="failed", repo=repo_id, revisions=revisions, error=type(e).__name__)

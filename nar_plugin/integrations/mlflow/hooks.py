@@ -18,8 +18,12 @@ finish loading:
   into the index.
 - ``ModelRegistryClient.create_model_version`` (behind ``mlflow.register_model`` and
   ``MlflowClient.create_model_version``): the ``NAR_DEDUP`` policy runs before the
-  version is created (``block`` raises :class:`~nar_plugin.errors.DuplicateModelError`), tags are
+  version is created (``block`` raises :class:`~nar_plugin.errors.DuplicateModelError`, and
+  :class:`~nar_plugin.errors.DedupCheckFailedError` when no check could be made), tags are
   written after (``nar.duplicate_of`` on the new version for ``warn`` and ``tag``).
+- ``ModelRegistryClient.create_registered_model``: remembers (per thread) the name it created, so
+  that a registration refused by ``block`` removes the then empty registered model
+  (``mlflow.register_model`` creates the name before the version).
 
 Errors: :func:`nar_plugin.integrations.boundary.plugin_boundary` (the user's own call propagates
 its errors; ours are one :class:`~nar_plugin.errors.NarMlflowWarning`, recorded as
@@ -31,6 +35,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -71,21 +76,54 @@ def _wrap_log_model_artifacts(original: Callable[..., Any]) -> Callable[..., Any
     return log_model_artifacts
 
 
+#: the registered model this thread's last ``create_registered_model`` created (``mlflow.register_model``
+#: creates the name, then the version: a refused ``block`` check removes the name again)
+_CREATED = threading.local()
+
+
+def _wrap_create_registered_model(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def create_registered_model(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, name, *args, **kwargs)  # the user's call: its errors propagate
+        _CREATED.name = name
+        return result
+
+    create_registered_model.__nar_wrapped__ = original  # type: ignore[attr-defined]
+    return create_registered_model
+
+
 def _wrap_create_model_version(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
-    def create_model_version(self: Any, name: str, source: str, *args: Any, **kwargs: Any) -> Any:
+    def create_model_version(self: Any, name: str, source: str, run_id: str | None = None,
+                             *args: Any, **kwargs: Any) -> Any:
         from nar_plugin.config import NAR_DEDUP
-        from nar_plugin.integrations.mlflow.registry import after_create, before_create
+        from nar_plugin.integrations.mlflow.registry import (
+            after_create,
+            before_create,
+            discard_if_empty,
+            refuse_unchecked,
+        )
 
+        just_created = getattr(_CREATED, "name", None) == name
+        _CREATED.name = None
         policy, plan, client = "off", None, None
-        # DuplicateModelError (NAR_DEDUP=block) is the one plugin error meant to stop the call
-        with plugin_boundary(f"duplicate check for {name}", category=NarMlflowWarning,
-                             consequence="the version is registered unchecked", passthrough=(DuplicateModelError,)):
+        with plugin_boundary(f"reading NAR_DEDUP for {name}", category=NarMlflowWarning,
+                             consequence="the version is registered unchecked"):
             policy = NAR_DEDUP.get()
-            if policy != "off":
-                client = public_client(self)
-                plan = before_create(client, name, source, kwargs.get("model_id"), policy)
-        mv = original(self, name, source, *args, **kwargs)  # the user's call
+        if policy != "off":
+            try:
+                # DuplicateModelError (NAR_DEDUP=block) is the one plugin error meant to stop the
+                # call; under block a check that could not be made stops it too (fail closed)
+                with plugin_boundary(f"duplicate check for {name}", category=NarMlflowWarning,
+                                     consequence="the version is registered unchecked",
+                                     passthrough=(DuplicateModelError,), fail_closed=refuse_unchecked(name, policy)):
+                    client = public_client(self)
+                    plan = before_create(client, name, source, kwargs.get("model_id"), policy, run_id=run_id)
+            except DuplicateModelError:
+                if just_created:  # nothing of the refused registration stays behind
+                    discard_if_empty(self, name)
+                raise
+        mv = original(self, name, source, run_id, *args, **kwargs)  # the user's call
         if policy != "off" and client is not None:
             with plugin_boundary(f"tagging model version {name}/{getattr(mv, 'version', '?')}",
                                  category=NarMlflowWarning, consequence="the version is registered"):
@@ -102,6 +140,8 @@ PATCHES: list[tuple[str, str, str, Callable[[Callable[..., Any]], Callable[..., 
      _wrap_log_model_artifacts),
     ("mlflow.tracking._model_registry.client", "ModelRegistryClient", "create_model_version",
      _wrap_create_model_version),
+    ("mlflow.tracking._model_registry.client", "ModelRegistryClient", "create_registered_model",
+     _wrap_create_registered_model),
 ]
 
 
