@@ -79,6 +79,35 @@ NAR_LOCK_TIMEOUT = EnvVar("NAR_LOCK_TIMEOUT", float, 30.0, doc="Seconds to wait 
 NAR_ENCODER_WEIGHTS = EnvVar("NAR_ENCODER_WEIGHTS", str, "", doc="Encoder weights dir/file (default: shipped).")
 NAR_WEBHOOK_SECRET = EnvVar("NAR_WEBHOOK_SECRET", str, "", doc="Shared secret of webhook receivers.")
 NAR_WEBHOOK_MAX_AGE = EnvVar("NAR_WEBHOOK_MAX_AGE", int, 300, doc="Oldest accepted webhook timestamp, seconds.")
+NAR_TRACKING_TIMEOUT = EnvVar("NAR_TRACKING_TIMEOUT", float, 5.0,
+                              doc="Seconds a tracking server has to answer the reachability check before a query.")
+NAR_SYNC_INTERVAL = EnvVar("NAR_SYNC_INTERVAL", float, 0.0,
+                           doc="Seconds between the implicit syncs of find_similar(run id) (0: sync every call).")
+NAR_WEBHOOK_MAX_BODY = EnvVar("NAR_WEBHOOK_MAX_BODY", int, 1 << 20,
+                              doc="Largest webhook body a receiver reads, bytes (413 past it).")
+
+# (EnvVar definitions are alike in shape on purpose: one declaration per variable.)
+# Budgets for untrusted input (docs/security.md): every stored artifact nar-plugin reads (pt2,
+# ONNX, MLmodel, config.json) is checked against these before and while it is read.
+NAR_MAX_MEMBER_MB = EnvVar("NAR_MAX_MEMBER_MB", float, 128.0,
+                           doc="Largest pt2 archive member read (models/model.json), MB uncompressed.")
+NAR_MAX_JSON_MB = EnvVar("NAR_MAX_JSON_MB", float, 16.0,
+                         doc="Largest config.json / MLmodel / ArchGraph JSON file read, MB.")
+NAR_MAX_JSON_DEPTH = EnvVar("NAR_MAX_JSON_DEPTH", int, 64, doc="Deepest nesting of any JSON read.")
+NAR_MAX_ONNX_MB = EnvVar("NAR_MAX_ONNX_MB", float, 2048.0, doc="Largest ONNX file read, MB.")
+NAR_MAX_CONFIG_LAYERS = EnvVar("NAR_MAX_CONFIG_LAYERS", int, 256,
+                               doc="Most layers (summed over sub-configs) a model config may ask for.")
+NAR_MAX_CONFIG_EXPERTS = EnvVar("NAR_MAX_CONFIG_EXPERTS", int, 65536, doc="Most experts a MoE config may ask for.")
+NAR_MAX_CONFIG_DIM = EnvVar("NAR_MAX_CONFIG_DIM", int, 1 << 24,
+                            doc="Largest size field (hidden, vocab, heads, positions, ...) of a model config.")
+NAR_MAX_CONFIG_PARAMS = EnvVar("NAR_MAX_CONFIG_PARAMS", float, 1e14,
+                               doc="Largest parameter count a model config may describe (layers x width^2 estimate).")
+NAR_MAX_TRACE_NODES = EnvVar("NAR_MAX_TRACE_NODES", int, 0,
+                             doc="Nodes an extraction may reach before folding (0: 4 x NAR_MAX_NODES).")
+NAR_EXTRACT_TIMEOUT = EnvVar("NAR_EXTRACT_TIMEOUT", float, 300.0,
+                             doc="Wall-time budget of one extraction from a stored artifact, seconds.")
+NAR_SANDBOX_MEMORY_MB = EnvVar("NAR_SANDBOX_MEMORY_MB", int, 4096,
+                               doc="Memory a sandboxed extraction may add after its imports, MB.")
 
 #: Integrations that extend search (query resolvers, result folding), as ``"module:function"``.
 #: :mod:`nar_plugin.search.resolvers` imports each by name and calls it the first time it is
@@ -90,6 +119,27 @@ SEARCH_INTEGRATIONS: tuple[str, ...] = (
 
 
 def nar_home() -> Path:
-    """The directory holding the index and caches (``NAR_HOME`` or the user cache dir)."""
-    raw = NAR_HOME.get() or _default_home()
-    return Path(raw).expanduser()
+    """The directory holding the index and caches (``NAR_HOME`` or the user cache dir).
+
+    The folder need not exist yet (it is created when first written).
+
+    Raises:
+        ConfigError: the path, or a folder above it, is a file.
+    """
+    raw = NAR_HOME.get()
+    home = Path(raw or _default_home()).expanduser()
+    _check_not_a_file(home, raw)
+    return home
+
+
+def _check_not_a_file(home: Path, raw: str) -> None:
+    """Raise a ConfigError naming ``NAR_HOME`` when ``home`` or one of its parents is a file
+    (the index would otherwise fail later with a bare ``NotADirectoryError``)."""
+    for p in (home, *home.parents):
+        if p.is_dir():
+            return
+        if p.exists():
+            what = f"{NAR_HOME.name}={raw}" if raw else f"the default {NAR_HOME.name} ({home})"
+            where = "is a file" if p == home else f"is inside {p}, which is a file"
+            fix = "point it at a folder" if raw else f"set {NAR_HOME.name} to a folder"
+            raise ConfigError(f"{what} {where}; {fix}")

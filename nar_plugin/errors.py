@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+# Sibling error types have constructors of the same shape (message + structured fields) on purpose.
+
 __all__ = [
     "NarError",
     "UnsupportedModelError",
@@ -31,6 +33,16 @@ __all__ = [
     "PickleOnlyModelError",
     "StaleCorpusError",
     "TrackingUnavailableError",
+    "DedupCheckFailedError",
+    "WebhookPayloadError",
+    "IndexWriteError",
+    "IndexReadOnlyError",
+    "BudgetExceededError",
+    "TraceTooLargeError",
+    "ExtractionTimeoutError",
+    "SandboxMemoryError",
+    "UnsafePathError",
+    "UnsafeConfigError",
     "NarWarning",
     "PluginFailureWarning",
     "NarMlflowWarning",
@@ -91,11 +103,13 @@ class EncoderVersionMismatchError(NarError, ValueError):
 
 
 class IndexCorruptError(NarError, OSError):
-    """The on-disk index cannot be read consistently."""
+    """The on-disk index cannot be read consistently; ``hint`` says what to do (default: run
+    ``nar index rebuild``, which finds a source to rebuild from or says which flag to pass)."""
 
-    def __init__(self, message: str, path: str | None = None) -> None:
-        super().__init__(f"{message}. Restore it with `nar index rebuild`.")
+    def __init__(self, message: str, path: str | None = None, hint: str = "Restore it with `nar index rebuild`") -> None:
+        super().__init__(f"{message}. {hint}." if hint else message)
         self.path = path
+        self.detail = message  # what is wrong, without the advice
 
 
 class IndexLockedError(NarError, TimeoutError):
@@ -145,12 +159,12 @@ class WebhookVerificationError(NarError, PermissionError):
 class KeyExistsError(NarError, ValueError):
     """``EmbeddingIndex.add`` was given a key that is already indexed (use ``upsert`` to replace)."""
 
-    def __init__(self, key: str, existing_id: int | None = None) -> None:
-        super().__init__(
+    def __init__(self, key: str, existing_id: int | None = None, message: str | None = None) -> None:
+        super().__init__(message or (
             f"key {key!r} is already in the index"
             + (f" (id {existing_id})" if existing_id is not None else "")
             + "; use upsert() to replace its vector and metadata"
-        )
+        ))
         self.key = key
         self.existing_id = existing_id
 
@@ -186,6 +200,100 @@ class StaleCorpusError(CorruptArtifactError):
 
 class TrackingUnavailableError(NarError, ConnectionError):
     """An MLflow tracking server could not be reached (the message names its URI)."""
+
+
+class DedupCheckFailedError(DuplicateModelError):
+    """``NAR_DEDUP=block`` and no duplicate check could be made (no model id, no embedding,
+    index locked, plugin error): registration is refused rather than let through unchecked.
+    ``reason`` says why; the message says how to override (``NAR_DEDUP=warn``)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(
+            f"refusing to register a new version of {name!r}: NAR_DEDUP=block and no duplicate check "
+            f"could be made ({reason}). Set NAR_DEDUP=warn to register it unchecked"
+        )
+        self.reason = reason
+
+
+class WebhookPayloadError(NarError, ValueError):
+    """A webhook delivery's body is too large (``status`` 413) or not a JSON object (400)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class IndexWriteError(NarError, OSError):
+    """The index database could not be written (disk full, read-only file system, I/O error);
+    the transaction was rolled back and the index is unchanged."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class IndexReadOnlyError(IndexWriteError, InvalidQueryError):
+    """A write to an index that cannot be written: a handle opened with ``read_only=True``, or
+    an index folder the process may not write (queries still work: it is opened read-only).
+    Also an :class:`InvalidQueryError` (``ValueError``), what read-only handles always raised."""
+
+
+# ------------------------------------------------------------------ untrusted input
+class BudgetExceededError(NarError, ValueError):
+    """An input is larger than a budget for untrusted input allows (archive member, JSON size or
+    depth, config sizes); ``budget`` names the ``NAR_*`` variable that raises the limit."""
+
+    def __init__(self, what: str, found: object, limit: object, budget: str = "",
+                 path: str | None = None) -> None:
+        where = f"{path}: " if path else ""
+        fix = f" (raise {budget} to allow it)" if budget else ""
+        super().__init__(f"{where}{what} is {found}, over the limit of {limit}{fix}")
+        self.what = what
+        self.found = found
+        self.limit = limit
+        self.budget = budget
+        self.path = path
+
+
+class TraceTooLargeError(GraphTooLargeError):
+    """Extraction was stopped the moment the graph under construction passed
+    ``NAR_MAX_TRACE_NODES`` nodes (before folding), instead of after building all of it."""
+
+    def __init__(self, num_nodes: object, limit: object) -> None:
+        super().__init__(num_nodes, limit)  # type: ignore[arg-type]
+        self.args = (f"extraction stopped at {num_nodes} nodes, more than the limit of {limit} "
+                     "(raise NAR_MAX_TRACE_NODES, or NAR_MAX_NODES, to read it anyway)",)
+
+
+class ExtractionTimeoutError(NarError, TimeoutError):
+    """An extraction ran past its wall-time budget (``NAR_EXTRACT_TIMEOUT``) and was stopped."""
+
+    def __init__(self, message: str, limit_s: float | None = None) -> None:
+        super().__init__(message)
+        self.limit_s = limit_s
+
+
+class SandboxMemoryError(NarError, MemoryError):
+    """A sandboxed extraction ran out of its memory budget (``NAR_SANDBOX_MEMORY_MB``)."""
+
+    def __init__(self, message: str, limit_mb: int | None = None) -> None:
+        super().__init__(message)
+        self.limit_mb = limit_mb
+
+
+class UnsafePathError(NarError, PermissionError):
+    """A stored model names a file outside its own folder (``../``, an absolute path or a link
+    leading out); nothing outside the folder is read."""
+
+    def __init__(self, message: str, path: str | None = None, root: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.root = root
+
+
+class UnsafeConfigError(NarError, ValueError):
+    """An untrusted config asks for something nar-plugin will not do on its behalf (a timm
+    ``model_args`` key outside the allow-list, such as ``checkpoint_path``)."""
 
 
 # ------------------------------------------------------------------ warnings

@@ -84,7 +84,7 @@ def test_four_paths_agree_on_a_vit(tmp_path: Path) -> None:
     assert g_fx.op_histogram()["attention"] == 4
 
 
-def test_cnn_paths_agree_and_onnx_folds_batch_norm(tmp_path: Path) -> None:
+def test_cnn_paths_agree_including_the_folded_onnx_export(tmp_path: Path) -> None:
     import torchvision
 
     model = torchvision.models.resnet18().eval()
@@ -93,14 +93,11 @@ def test_cnn_paths_agree_and_onnx_folds_batch_norm(tmp_path: Path) -> None:
     g_ex = extract_graph(model, (x,), tracer="export")
     torch.export.save(torch.export.export(model, (x,), strict=False), tmp_path / "r.pt2")
     g_pt2 = extract_graph(tmp_path / "r.pt2")
-    assert g_fx.graph_hash == g_ex.graph_hash == g_pt2.graph_hash
-    # the ONNX exporter's optimizer folds BatchNorm into Conv: documented lossy path. Everything
-    # else agrees exactly.
+    # the ONNX exporter's optimizer folds BatchNorm into Conv; the IR folds it on every path
     _export_onnx(model, x, tmp_path / "r.onnx")
     g_onnx = extract_graph(tmp_path / "r.onnx")
-    h = g_ex.op_histogram()
-    del h["batch_norm"]
-    assert g_onnx.op_histogram() == h
+    assert g_fx.graph_hash == g_ex.graph_hash == g_pt2.graph_hash == g_onnx.graph_hash
+    assert "batch_norm" not in g_fx.op_histogram()
 
 
 @pytest.mark.parametrize("name", ["resnet50", "efficientnet_b0", "convnext_atto", "mobilenetv3_small_100"])
@@ -241,3 +238,85 @@ def test_name_source_says_which_extra_is_missing(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "timm", None)  # import timm -> ModuleNotFoundError
     with pytest.raises(UnsupportedModelError, match=r"timm \(pip install 'nar-plugin\[timm\]'\) is not installed"):
         extract_graph("resnet18")
+
+
+def test_fx_path_runs_one_meta_forward() -> None:
+    """Shapes come from the faithfulness check's eager forward: each layer runs once on meta
+    (before, a second, fx-side forward ran every layer again)."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).to("meta")
+    calls = Counter()
+    model[3].register_forward_hook(lambda *_: calls.update(["conv"]))
+    g = extract_graph(model, (torch.zeros(1, 3, 32, 32),))
+    assert g.metadata["tracer"] == "fx" and calls["conv"] == 1
+    g = extract_graph(model)  # inferred inputs: the probe that found them is the check's forward
+    assert g.metadata["tracer"] == "fx" and calls["conv"] == 2
+
+
+def test_training_flags_restored_exactly() -> None:
+    import torchvision
+
+    with torch.device("meta"):
+        model = torchvision.models.resnet18()
+    model.train()
+    model.layer1.eval()
+    extract_graph(model, (torch.zeros(1, 3, 64, 64),))
+    assert model.training and model.layer2.training and not model.layer1.training
+    assert not any(m.training for m in model.layer1.modules())
+
+
+class _Specialised(nn.Module):
+    """Export specialises the batch dimension and torch logs a warning about it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:  # data-dependent: fx fails, export fails too
+            return self.lin(x)
+        return x
+
+
+def test_tracing_failures_print_nothing(capfd: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    level = logging.getLogger("torch").level
+    with pytest.raises(GraphExtractionError):
+        extract_graph(_Specialised(), (torch.randn(2, 4),))
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", (out, err)
+    assert logging.getLogger("torch").level == level  # torch's logging is restored
+
+
+def test_shape_rules_agree_with_torch_and_still_reject_bad_shapes() -> None:
+    """The meta fast path answers by formula; the answer must be torch's, and a call torch would
+    reject must still raise (inferring example inputs relies on it)."""
+    import torch.nn.functional as F
+
+    from nar_plugin.extract.meta import fast_meta_mode, infer_example_inputs
+
+    def m(*shape: int) -> torch.Tensor:
+        return torch.empty(shape, device="meta")
+
+    calls = [
+        (F.conv2d, (m(2, 8, 33, 31), m(16, 4, 3, 5)),
+         {"stride": (2, 1), "padding": (1, 2), "dilation": 2, "groups": 2}),
+        (F.conv1d, (m(1, 4, 50), m(6, 4, 7)), {"padding": "same"}),
+        (F.linear, (m(2, 7, 12), m(5, 12), m(5)), {}),
+        (F.scaled_dot_product_attention, (m(1, 2, 9, 8), m(1, 2, 11, 8), m(1, 2, 11, 6)), {}),
+        (F.layer_norm, (m(3, 4, 10), (10,)), {}),
+        (F.group_norm, (m(2, 6, 5, 5), 3), {}),
+        (torch.add, (m(4, 1, 3), m(5, 1)), {}),
+    ]
+    for fn, args, kw in calls:
+        with fast_meta_mode():
+            fast = fn(*args, **kw)
+        assert fast.shape == fn(*args, **kw).shape, fn
+    for fn, args in [(F.linear, (m(1, 10), m(4, 12))), (F.conv2d, (m(1, 3, 8, 8), m(8, 4, 3, 3))),
+                     (F.layer_norm, (m(2, 5), (6,))), (F.conv2d, (m(1, 3, 2, 2), m(8, 3, 5, 5)))]:
+        with fast_meta_mode(), pytest.raises(RuntimeError):
+            fn(*args)
+    lenet = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 5 * 5, 10))
+    assert tuple(infer_example_inputs(lenet)[0].shape) == (1, 1, 32, 32)

@@ -216,3 +216,102 @@ def test_union_find() -> None:
     assert uf.components == 3 and uf.find("x") == "x"
     with pytest.raises(KeyError):
         uf.find("missing")
+
+
+# ------------------------------------------------------------------ canonical passes (v2)
+def _chain(spec: list[tuple[str, list[int]]]) -> ArchGraph:
+    """A graph from ``(op, input positions)`` rows through the builder (canonical passes run).
+    Row 0 is the input; the last row feeds the output."""
+    b = GraphBuilder()
+    refs = [b.add_input()]
+    for op, ins in spec:
+        refs.append(b.add(op, [refs[i] for i in ins], NodeAttrs(3, 1, 0, 7, 7) if op == "conv" else NodeAttrs()))
+    b.add_output([refs[-1]])
+    return b.build()
+
+
+def _raw(spec: list[tuple[str, list[int]]]) -> ArchGraph:
+    """The same graph as :func:`_chain`, built without the passes (as an older version stored it)."""
+    ops = ["input"] + [op for op, _ in spec] + ["output"]
+    attrs = [NodeAttrs(3, 1, 0, 7, 7) if op == "conv" else NodeAttrs() for op in ops]
+    edges = sorted({(i, r + 1) for r, (_, ins) in enumerate(spec) for i in ins} | {(len(spec), len(spec) + 1)})
+    return ArchGraph(ops, attrs, edges)
+
+
+def test_batch_norm_after_a_layer_is_folded_into_it() -> None:
+    # conv -> bn -> relu: exporters fold the bn into the conv, so the IR does too
+    assert _chain([("conv", [0]), ("batch_norm", [1]), ("relu", [2])]).ops == ["input", "conv", "relu", "output"]
+    assert "batch_norm" not in _chain([("linear", [0]), ("batch_norm", [1])]).ops
+    # so is a constant scale (LayerScale): onnxruntime folds it into the conv's weights
+    assert _chain([("conv", [0]), ("mul", [1]), ("relu", [2])]).ops == ["input", "conv", "relu", "output"]
+    # a bn after an add (pre-activation, DenseNet) is not foldable and stays
+    kept = _chain([("conv", [0]), ("add", [1, 0]), ("batch_norm", [2])])
+    assert kept.ops.count("batch_norm") == 1
+    # a conv whose output is also read elsewhere cannot absorb the bn
+    shared = _chain([("conv", [0]), ("batch_norm", [1]), ("relu", [1]), ("add", [2, 3])])
+    assert shared.ops.count("batch_norm") == 1
+    # pad -> conv is the conv's padding; pad -> max_pool stays
+    assert _chain([("pad", [0]), ("conv", [1])]).ops == ["input", "conv", "output"]
+    assert "pad" in _chain([("pad", [0]), ("max_pool", [1])]).ops
+
+
+def test_written_out_activations_are_the_activation() -> None:
+    def fused(spec: list[tuple[str, list[int]]]) -> list[str]:
+        return _chain([("conv", [0]), *[(op, [i + 1 for i in ins]) for op, ins in spec]]).ops[2:-1]
+
+    # x = conv(...) is node 0 of each spec below
+    assert fused([("sigmoid", [0]), ("mul", [0, 1])]) == ["silu"]
+    assert fused([("hardsigmoid", [0]), ("mul", [1, 0])]) == ["hardswish"]
+    assert fused([("softplus", [0]), ("tanh", [1]), ("mul", [0, 2])]) == ["mish"]
+    # erf GELU as torch.onnx writes it: x / sqrt2 -> erf -> + 1 -> * x -> * 0.5
+    assert fused([("div", [0]), ("erf", [1]), ("add", [2]), ("mul", [0, 3]), ("mul", [4])]) == ["gelu"]
+    # as transformers writes it: x * 0.5 * (1 + erf(x / sqrt2))
+    assert fused([("mul", [0]), ("div", [0]), ("erf", [2]), ("add", [3]), ("mul", [1, 4])]) == ["gelu"]
+    # tanh GELU (GPT-2's NewGELU): 0.5 x (1 + tanh(c (x + 0.044715 x^3)))
+    assert fused([("mul", [0]), ("pow", [0]), ("mul", [2]), ("add", [0, 3]), ("mul", [4]), ("tanh", [5]),
+                  ("add", [6]), ("mul", [1, 7])]) == ["gelu"]
+    assert fused([("mul", [0]), ("sigmoid", [1]), ("mul", [0, 2])]) == ["gelu"]  # quick GELU
+    # squeeze-excite gates x by a function of *another* tensor: not an activation
+    se = fused([("adaptive_avg_pool", [0]), ("conv", [1]), ("sigmoid", [2]), ("mul", [0, 3])])
+    assert se == ["adaptive_avg_pool", "conv", "sigmoid", "mul"]
+
+
+def test_rms_norm_spellings_are_fused() -> None:
+    head = [("pow", [0]), ("mean", [1]), ("add", [2])]
+    rsqrt = _chain([*head, ("rsqrt", [3]), ("mul", [0, 4]), ("mul", [5])])
+    recip = _chain([*head, ("sqrt", [3]), ("div", [4]), ("mul", [0, 5]), ("mul", [6])])  # ONNX: 1 / sqrt
+    divide = _chain([*head, ("sqrt", [3]), ("div", [0, 4]), ("mul", [5])])  # x / sqrt(...)
+    assert rsqrt.ops == recip.ops == divide.ops == ["input", "rms_norm", "output"]
+
+
+def test_attention_with_an_additive_mask_and_safe_softmax() -> None:
+    # ONNX's SDPA: q*s, k*s, matmul, + where(mask), softmax, where(isnan), matmul
+    b = GraphBuilder()
+    x = b.add_input()
+    mask = b.add_input()
+    q, k, v = (b.add("linear", [x]) for _ in range(3))
+    s = b.add("matmul", [b.add("mul", [q]), b.add("mul", [k])])
+    s = b.add("add", [s, b.add("where", [mask])])
+    p = b.add("where", [b.add("softmax", [s])])
+    b.add_output([b.add("linear", [b.add("matmul", [p, v])])])
+    g = b.build()
+    assert g.op_histogram() == {"input": 2, "linear": 4, "attention": 1, "output": 1}
+    att = g.ops.index("attention")
+    assert sorted(g.ops[p] for p in g.predecessors(att)) == ["input", "linear", "linear", "linear"]
+
+
+def test_canonicalize_upgrades_old_graphs_and_is_idempotent() -> None:
+    from nar_plugin.graph import CANON_VERSION, canonicalize
+
+    spec = [("conv", [0]), ("batch_norm", [1]), ("relu", [2]), ("sigmoid", [3]), ("mul", [3, 4])]
+    fresh, old = _chain(spec), _raw(spec)
+    assert old.ops.count("batch_norm") == 1 and old.graph_hash != fresh.graph_hash
+    assert canonicalize(old).graph_hash == fresh.graph_hash
+    assert canonicalize(fresh).graph_hash == fresh.graph_hash  # idempotent
+    # stored by an older version (no "canonical" field): upgraded when read
+    stored = old.to_dict()
+    del stored["canonical"]
+    assert ArchGraph.from_dict(stored).graph_hash == fresh.graph_hash
+    # stored by this version: read back exactly as written, even a hand-built graph
+    assert old.to_dict()["canonical"] == CANON_VERSION
+    assert ArchGraph.from_dict(old.to_dict()).graph_hash == old.graph_hash

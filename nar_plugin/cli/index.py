@@ -9,8 +9,8 @@ import click
 
 from nar_plugin.cli.hf import index_hf
 from nar_plugin.cli.options import index_option, json_option, tracking_uri_option
-from nar_plugin.cli.output import console, emit
-from nar_plugin.cli.render import stats_text, sync_text
+from nar_plugin.cli.output import console, emit, note
+from nar_plugin.cli.render import empty_index_hint, stats_text, sync_text
 
 __all__ = ["index"]
 
@@ -41,10 +41,17 @@ def _parse_meta(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
 @click.option("--key", default=None, help="index key (one source only; default: derived from the source)")
 @click.option("--meta", multiple=True, metavar="K=V", callback=_parse_meta,
               help="metadata entry stored with every source (repeatable)")
+@click.option("--replace", is_flag=True,
+              help="overwrite a key that holds another architecture (without it, that is an error)")
 @json_option
 @click.pass_obj
-def add(path: str | None, sources: tuple[str, ...], key: str | None, meta: dict[str, str], as_json: bool) -> None:
-    """extract, embed and index models"""
+def add(path: str | None, sources: tuple[str, ...], key: str | None, meta: dict[str, str], replace: bool,
+        as_json: bool) -> None:
+    """extract, embed and index models
+
+    Adding the same model again is harmless; a key that already holds another architecture is
+    refused unless --replace is given.
+    """
     from nar_plugin.search.api import index_model
     from nar_plugin.utils.progress import Progress
 
@@ -53,7 +60,7 @@ def add(path: str | None, sources: tuple[str, ...], key: str | None, meta: dict[
     keys = []
     with Progress("indexing", total=len(sources), enabled=None if len(sources) > 1 and not as_json else False) as bar:
         for src in sources:
-            keys.append(index_model(src, key=key, metadata=meta, index=path))
+            keys.append(index_model(src, key=key, metadata=meta, index=path, replace=replace))
             bar.advance()
     emit(as_json, keys, lambda: [console().print(f"indexed [bold]{k}[/bold]") for k in keys])
 
@@ -65,6 +72,7 @@ def stats(path: str | None, as_json: bool) -> None:
     """entries, encoder version, index type, size"""
     data = _open_index(path).stats()
     emit(as_json, data, lambda: console().print(stats_text(data)))
+    note(empty_index_hint(data["count"], data["path"]))
 
 
 @index.command()
@@ -87,14 +95,20 @@ def rebuild(path: str | None, from_export: str | None, from_tracking: bool, trac
             as_json: bool) -> None:
     """rebuild the index (vector cache, an export, or MLflow tags)
 
-    Without options, re-derives the vector cache from SQLite. A corrupt meta.sqlite cannot be
-    opened, so --from-export and --from-tracking never open it: they build a new database and
-    move the old files aside (*.corrupt-<time>).
+    Without options, re-derives the vector cache from SQLite; when meta.sqlite is corrupt, it
+    restores the newest export found beside the index (in the index folder or the one above),
+    else re-reads the nar tags of MLFLOW_TRACKING_URI (or --tracking-uri), else says which
+    flag to pass. --from-export and --from-tracking never open a corrupt database: they build
+    a new one and move the old files aside (*.corrupt-<time>).
     """
     from nar_plugin.config import nar_home
     from nar_plugin.index import EmbeddingIndex
 
     where = Path(path) if path else nar_home() / "index"
+    if not from_export and not from_tracking:
+        from nar_plugin.cli.recover import choose_source
+
+        from_export, from_tracking = choose_source(where, tracking_uri)
     if from_export:
         from nar_plugin.index import import_jsonl
 
@@ -125,7 +139,9 @@ def sync(path: str | None, tracking_uri: str | None, full: bool, as_json: bool) 
 
     from nar_plugin.integrations.mlflow.sync import sync_from_tracking
 
-    rep = sync_from_tracking(tracking_uri, index=_open_index(path), full=full)
+    # the index is opened (and the encoder loaded) after the server answered: an unreachable
+    # server is reported without waiting for torch to import
+    rep = sync_from_tracking(tracking_uri, index=path, full=full)
     emit(as_json, asdict(rep), lambda: console().print(sync_text(rep)))
 
 

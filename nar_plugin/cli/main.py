@@ -4,6 +4,8 @@ Every command prints human text by default and JSON with ``--json``. An error ra
 command runs becomes one line on stderr and the exit code of :data:`ERROR_TABLE` (2: bad input,
 3: not found, 4: blocked duplicate, 1: other); ``NAR_DEBUG=true`` also prints the traceback.
 Usage errors (unknown option, missing argument) are click's: usage and message, exit code 2.
+An optional dependency that is missing (an extra not installed) is reported with the
+``pip install 'nar-plugin[extra]'`` line, however deep the import that failed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import click
 
 from nar_plugin import errors
+from nar_plugin.cli.options import wide_option
 
 __all__ = ["ERROR_TABLE", "nar", "main", "report_error"]
 
@@ -23,12 +26,20 @@ __all__ = ["ERROR_TABLE", "nar", "main", "report_error"]
 ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (errors.DuplicateModelError, 4, "duplicate"),
     (errors.KeyNotFoundError, 3, "not found"),
+    (errors.IndexReadOnlyError, 2, "read-only index"),
+    (errors.KeyExistsError, 2, "key exists"),
+    (errors.InvalidQueryError, 2, "invalid input"),
+    (errors.TrackingUnavailableError, 1, "tracking server unavailable"),
     (errors.MissingDependencyError, 2, "missing dependency"),
     (errors.ConfigError, 2, "configuration"),
     (errors.ExampleInputsError, 2, "inputs"),
     (errors.UnsupportedModelError, 2, "unsupported"),
     (errors.CorruptArtifactError, 2, "corrupt"),
     (errors.IndexCorruptError, 2, "index corrupt"),
+    (errors.IndexLockedError, 1, "index busy"),
+    (errors.IndexWriteError, 1, "index write failed"),
+    (errors.BudgetExceededError, 2, "over budget"),
+    (errors.GraphTooLargeError, 2, "graph too large"),
     (errors.EncoderVersionMismatchError, 2, "encoder mismatch"),
     (errors.GraphExtractionError, 1, "extraction failed"),
     (errors.NarError, 1, "error"),
@@ -49,12 +60,26 @@ def _debug() -> bool:
         return False
 
 
+def _missing_extra(e: BaseException) -> BaseException:
+    """``e`` as a :class:`~nar_plugin.errors.MissingDependencyError` when it is a bare
+    ``ModuleNotFoundError`` for an optional dependency that is not installed, else ``e``."""
+    if not isinstance(e, ModuleNotFoundError) or isinstance(e, errors.NarError) or not e.name:
+        return e
+    from nar_plugin.utils.deps import EXTRAS, is_available
+
+    top = e.name.split(".", 1)[0]
+    if top not in EXTRAS or is_available(top):
+        return e  # an installed package missing one of *its* modules: not ours to explain
+    return errors.MissingDependencyError(top, EXTRAS[top])
+
+
 def report_error(e: BaseException) -> int:
     """Print the one-line message of ``e`` on stderr (and its traceback with ``NAR_DEBUG``) and
     return its exit code from :data:`ERROR_TABLE` (1 for anything not listed)."""
     debug = _debug()
     if debug:
         traceback.print_exception(e, file=sys.stderr)
+    e = _missing_extra(e)
     text = " ".join(str(e).split())  # one line, even when a tracer's message spans several
     for etype, code, prefix in ERROR_TABLE:
         if isinstance(e, etype):
@@ -83,8 +108,13 @@ class NarGroup(click.Group):
 @click.group(cls=NarGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(None, "--version", package_name="nar-plugin", prog_name="nar-plugin",
                       message="%(prog)s %(version)s", help="show the version and exit")
+@wide_option
 def nar() -> None:
-    """Neural Architecture Retrieval for MLflow and the HF Hub."""
+    """Neural Architecture Retrieval for MLflow and the HF Hub.
+
+    Indexes live in $NAR_HOME/index (a read-only folder is opened read-only: queries work).
+    MLflow ids (run ids, model ids, models:/ URIs) are looked up on MLFLOW_TRACKING_URI.
+    """
     import warnings
 
     # torch_geometric still calls torch.jit.script at import; the deprecation is not the user's

@@ -7,7 +7,10 @@ from typing import Any, TypeVar
 
 import click
 
-__all__ = ["json_option", "index_option", "tracking_uri_option", "source_argument"]
+__all__ = ["json_option", "index_option", "tracking_uri_option", "source_argument", "wide_option", "WIDE_KEY"]
+
+#: ``click.Context.meta`` key set by ``--wide`` (the meta dict is shared by a whole invocation)
+WIDE_KEY = "nar.wide"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,6 +31,20 @@ def tracking_uri_option(f: F) -> F:
     """``--tracking-uri URI``: the MLflow tracking server (passed as ``tracking_uri``)."""
     return click.option("--tracking-uri", metavar="URI", default=None,
                         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")(f)
+
+
+def _set_wide(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[WIDE_KEY] = True
+
+
+def wide_option(f: F) -> F:
+    """``--wide``: never shorten table cells to the terminal width (read by
+    :func:`nar_plugin.cli.output.console`; not passed to the command). Output that is not a
+    terminal (a pipe, a file) is never shortened anyway."""
+    return click.option("--wide", is_flag=True, expose_value=False, callback=_set_wide, is_eager=True,
+                        help="show full keys and names even if lines get longer than the terminal "
+                             "(always so when the output is piped)")(f)
 
 
 def source_argument(f: F) -> F:

@@ -7,12 +7,12 @@ graph only, configs are instantiated on meta.
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Any
 
-from nar_plugin.errors import CorruptArtifactError, UnsupportedModelError
+from nar_plugin.errors import UnsupportedModelError
+from nar_plugin.extract.kinds import directory_kind
 from nar_plugin.graph import ArchGraph
 from nar_plugin.utils.deps import is_available
 
@@ -73,24 +73,16 @@ def source_kind(source: Any) -> str:
             if suffix in (".pt2", ".zip"):
                 return "pt2"
             if suffix == ".json":
-                try:
-                    head = json.loads(p.read_text())
-                except (OSError, json.JSONDecodeError) as e:
-                    raise CorruptArtifactError(f"{p} is not valid JSON: {e}", str(p)) from e
+                from nar_plugin.extract.limits import read_json
+
+                head = read_json(p)  # within NAR_MAX_JSON_MB / NAR_MAX_JSON_DEPTH
                 return "archgraph" if isinstance(head, dict) and head.get("format") == "nar-archgraph" else "hf-config"
             if p.name == "MLmodel":
                 return "mlflow"
             raise UnsupportedModelError(f"cannot read {p.name}: expected {ACCEPTED}")
         if p.is_dir():
-            if (p / "MLmodel").is_file():
-                return "mlflow"
-            if any(p.glob("*.pt2")) or any(p.glob("data/*.pt2")):
-                return "pt2"
-            if any(p.glob("*.onnx")):
-                return "onnx"
-            if (p / "config.json").is_file():
-                return "hf-config"
-            raise UnsupportedModelError(f"directory {p} holds no MLmodel, .pt2, .onnx or config.json")
+            kind = directory_kind(p)
+            return "hf-config" if kind == "config" else kind
         from nar_plugin.extract.timm_models import is_timm_name
 
         if is_timm_name(s):
@@ -163,7 +155,9 @@ def _extract(kind: str, source: Any, example_inputs: Any, tracer: str) -> ArchGr
             return src
         if isinstance(src, dict):
             return ArchGraph.from_dict(src)
-        return ArchGraph.from_json(Path(src).read_text())
+        from nar_plugin.extract.limits import read_json
+
+        return ArchGraph.from_dict(read_json(src, "ArchGraph JSON"))
     if kind == "module":
         from nar_plugin.extract.torch_module import graph_from_module
 

@@ -7,12 +7,22 @@ exactly the graph of the program it was saved from.
 
 from __future__ import annotations
 
-import json
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
-from nar_plugin.errors import CorruptArtifactError, UnsupportedModelError
+from nar_plugin.errors import CorruptArtifactError, NarError, UnsupportedModelError
+from nar_plugin.extract.limits import (
+    Budgets,
+    bounded_call,
+    check_deadline,
+    check_node_count,
+    confine,
+    loads_bounded,
+    read_member,
+    reads_stored_graph,
+)
 from nar_plugin.extract.ops import EMPTY, Value, base_name, lower_op
 from nar_plugin.graph import ArchGraph, GraphBuilder
 
@@ -121,11 +131,16 @@ def _json_arg(arg: dict[str, Any], env: dict[str, Value], shapes: dict[str, tupl
     return None
 
 
+@reads_stored_graph("models/model.json")
 def graph_from_model_json(model: dict[str, Any], metadata: dict[str, Any] | None = None) -> ArchGraph:
     """Lower the ``models/model.json`` of a pt2 archive (the serialized ExportedProgram).
 
+    Runs under the node and time budgets (:func:`~nar_plugin.extract.limits.bounded`).
+
     Raises:
-        CorruptArtifactError: the JSON is not a serialized ExportedProgram.
+        CorruptArtifactError: the JSON is not a (well-formed) serialized ExportedProgram.
+        TraceTooLargeError: the graph passed ``NAR_MAX_TRACE_NODES`` while being lowered.
+        ExtractionTimeoutError: lowering ran past ``NAR_EXTRACT_TIMEOUT``.
     """
     try:
         gm = model["graph_module"]
@@ -188,13 +203,21 @@ def graph_from_model_json(model: dict[str, Any], metadata: dict[str, Any] | None
     return b.build(meta)
 
 
+@bounded_call
 def graph_from_pt2(path: str | Path, metadata: dict[str, Any] | None = None) -> ArchGraph:
     """Read the graph of a ``.pt2`` archive (or an MLflow pytorch model directory holding one).
 
-    Only ``models/model.json`` is read; weights stay in the archive, untouched.
+    Only ``models/model.json`` is read; weights stay in the archive, untouched. The archive may
+    come from anyone, so its member size is checked on ``ZipInfo.file_size`` before a byte is
+    inflated (``NAR_MAX_MEMBER_MB``), the JSON's depth before it is parsed
+    (``NAR_MAX_JSON_DEPTH``), its node count before it is lowered (``NAR_MAX_TRACE_NODES``), and
+    an archive inside a directory must really be inside it (no link leading out).
 
     Raises:
         CorruptArtifactError: not a zip archive, or no/invalid ``models/model.json``.
+        BudgetExceededError: ``models/model.json`` is too large or too deeply nested.
+        TraceTooLargeError: more nodes than ``NAR_MAX_TRACE_NODES``.
+        UnsafePathError: the archive found in a directory resolves outside it.
         UnsupportedModelError: a directory without a pt2 archive.
     """
     p = Path(path)
@@ -204,17 +227,30 @@ def graph_from_pt2(path: str | Path, metadata: dict[str, Any] | None = None) -> 
             raise UnsupportedModelError(
                 f"expected an MLflow pytorch model directory with data/model.pt2, found none in {p}"
             )
-        p = cands[0]
+        p = confine(cands[0], p, "pt2 archive")
+    budgets = Budgets.from_env()
     try:
         with zipfile.ZipFile(p) as z:
             names = [n for n in z.namelist() if n.endswith("models/model.json")]
             if not names:
                 raise CorruptArtifactError(f"{p} holds no models/model.json (not a torch.export archive)", str(p))
-            raw = z.read(sorted(names, key=len)[0])
-    except zipfile.BadZipFile as e:
-        raise CorruptArtifactError(f"{p} is not a pt2 archive (zip): {e}", str(p)) from e
+            raw = read_member(z, sorted(names, key=len)[0], p, budgets)
+    except NarError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, NotImplementedError,
+            RuntimeError, ValueError) as e:  # corrupt, truncated, encrypted or oddly compressed
+        raise CorruptArtifactError(f"{p} is not a readable pt2 archive (zip): {type(e).__name__}: {e}", str(p)) from e
+    model = loads_bounded(raw, "models/model.json", path=p, budgets=budgets)
+    graph = model.get("graph_module") if isinstance(model, dict) else None
+    nodes = graph.get("graph", {}).get("nodes") if isinstance(graph, dict) and isinstance(graph.get("graph"), dict) else None
+    if not isinstance(nodes, list):
+        raise CorruptArtifactError(f"{p}: models/model.json is not a serialized ExportedProgram "
+                                   "(no graph_module.graph.nodes list)", str(p))
+    check_node_count(len(nodes))
+    check_deadline("parsing models/model.json")
     try:
-        model = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise CorruptArtifactError(f"{p}: models/model.json does not parse: {e}", str(p)) from e
-    return graph_from_model_json(model, {"source": str(p), **(metadata or {})})
+        return graph_from_model_json(model, {"source": str(p), **(metadata or {})})
+    except CorruptArtifactError as e:
+        if e.path is None:  # say which archive
+            raise CorruptArtifactError(f"{p}: {e}", str(p)) from e
+        raise

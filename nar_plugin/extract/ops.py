@@ -49,6 +49,8 @@ FOLD = frozenset({
     "_assert_tensor_metadata", "clone_", "as_strided", "masked_select", "tile", "cpu", "cuda",
     "requires_grad_", "align_to", "unfold_copy", "_native_batch_norm_legit_functional",
     "index_put", "contiguous_", "fill", "set_", "broadcast_to", "flip", "mT", "adjoint",
+    # stochastic depth is the identity at inference (torchvision's op is an fx leaf function)
+    "stochastic_depth", "drop_path",
 })
 
 #: Ops whose output does not depend on tensor *data* (shape queries, factories, *_like).
@@ -213,6 +215,21 @@ def iter_values(v: Any) -> Iterable[Value]:
             yield from iter_values(x)
 
 
+#: Arithmetic ops and the constant operand that makes them a no-op (``x * 1``, ``x + 0``...).
+_NEUTRAL = {"mul": 1.0, "div": 1.0, "add": 0.0, "sub": 0.0, "pow": 1.0}
+#: Spellings whose tensor operand is on the right (``1 - x``, ``1 / x``): never a no-op.
+_REVERSED = frozenset({"rsub", "__rsub__", "__rtruediv__", "reciprocal", "__rpow__", "__rdiv__"})
+
+
+def _is_neutral(name: str, op: str, args: Mapping[str, Any], x: Value) -> bool:
+    """True when ``op`` applied to tensor ``x`` and one Python number is the identity."""
+    if name in _REVERSED or (op in ("sub", "div", "pow") and args.get("input") is not x):
+        return False
+    scalars = [v for k, v in args.items() if k != "alpha" and isinstance(v, (int, float))
+               and not isinstance(v, bool)]
+    return len(scalars) == 1 and float(scalars[0]) == _NEUTRAL[op]
+
+
 def lower_op(builder: GraphBuilder, name: str, args: Mapping[str, Any],
              out_shape: tuple[int, ...] | None) -> Value:
     """Lower one op call into the builder.
@@ -235,6 +252,12 @@ def lower_op(builder: GraphBuilder, name: str, args: Mapping[str, Any],
     if name in CONST or not data:
         return Value(EMPTY, out_shape)
     op = CANON.get(name, "other")
+    if op in _NEUTRAL and len(values) == 1 and _is_neutral(name, op, args, data[0]):
+        return Value(data[0].ref, out_shape)  # x * 1, x + 0...: optimisers drop them
+    if op == "cat":
+        seq = args.get("tensors", args.get("input"))
+        if isinstance(seq, (list, tuple)) and len(seq) == 1 and isinstance(seq[0], Value):
+            return Value(seq[0].ref, out_shape)  # cat of one tensor: a copy (optimisers drop it)
     attrs = NO_ATTRS
     first = data[0]
     if op == "conv" or op == "conv_transpose":

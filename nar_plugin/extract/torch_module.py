@@ -2,9 +2,13 @@
 
 torch.fx is ~50x faster than torch.export on vision models but can trace without error and still
 lose data flow (Python-side lists of intermediates, hooks). So an fx trace is accepted only when
-re-running it on meta tensors agrees with an eager meta forward: same output shapes and the same
-number of calls of every leaf module. Otherwise (or when fx fails) we use
-``torch.export.export(strict=False)``.
+it agrees with one eager forward on meta tensors: the same number of calls of every leaf layer,
+with the same input shapes, the same output shapes, and no traced layer whose output is unused.
+Otherwise (or when fx fails) we use ``torch.export.export(strict=False)``.
+
+The eager forward is also where the shapes come from: each leaf call's output is recorded by a
+hook, and the fx graph is walked once with those outputs standing in for the leaves, so only
+the functional glue between layers (adds, reshapes, attention) runs again.
 """
 
 from __future__ import annotations
@@ -14,24 +18,39 @@ import operator
 from collections import Counter
 from typing import Any
 
-from nar_plugin.errors import GraphExtractionError
+from nar_plugin.errors import GraphExtractionError, NarError
 from nar_plugin.extract.leaves import is_leaf, leaf_table
-from nar_plugin.extract.meta import eager_run, fast_meta_mode, infer_example_inputs, is_meta_module, meta_args, meta_copy
-from nar_plugin.extract.ops import EMPTY, POSITIONAL, CANON, Value, base_name, lower_op
+from nar_plugin.extract.meta import (
+    EagerRecord,
+    eager_run,
+    fast_meta_mode,
+    infer_example_inputs,
+    is_meta_module,
+    meta_args,
+    meta_copy,
+    quiet_torch,
+)
+from nar_plugin.extract.ops import CANON, EMPTY, POSITIONAL, Value, base_name, lower_op
 from nar_plugin.graph import ArchGraph, GraphBuilder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["graph_from_module", "infer_example_inputs", "trace_fx", "trace_export", "is_meta_module",
-           "leaf_table", "meta_copy"]
+__all__ = [
+    "graph_from_module",
+    "infer_example_inputs",
+    "is_meta_module",
+    "leaf_table",
+    "meta_copy",
+    "trace_export",
+    "trace_fx",
+]
+
+Shapes = dict[str, "tuple[int, ...] | None"]
 
 
-def trace_fx(module: Any, num_args: int = 1) -> Any:
-    """Symbolically trace with our leaf set (torch.nn layers we lower directly).
-
-    Forward parameters after the first ``num_args`` are fixed to their defaults (e.g. timm's
-    ``attn_mask=None``), so optional arguments do not become graph inputs.
-    """
+def _trace_graph(module: Any, num_args: int = 1) -> Any:
+    """Symbolically trace with our leaf set; returns the ``torch.fx.Graph`` (no GraphModule:
+    nothing is compiled, the graph is only read)."""
     import inspect
 
     import torch.fx
@@ -51,14 +70,25 @@ def trace_fx(module: Any, num_args: int = 1) -> Any:
         def is_leaf_module(self, m: Any, qualname: str) -> bool:  # noqa: ARG002
             return is_leaf(m)
 
-    tracer = _Tracer()
-    graph = tracer.trace(module, concrete_args=concrete or None)
-    return torch.fx.GraphModule(tracer.root, graph, type(module).__name__)
+    return _Tracer().trace(module, concrete_args=concrete or None)
 
 
-def _shape(meta: Any) -> tuple[int, ...] | None:
-    tm = meta.get("tensor_meta") if isinstance(meta, dict) else None
-    shape = getattr(tm, "shape", None)
+def trace_fx(module: Any, num_args: int = 1) -> Any:
+    """Symbolically trace with our leaf set (torch.nn layers we lower directly).
+
+    Forward parameters after the first ``num_args`` are fixed to their defaults (e.g. timm's
+    ``attn_mask=None``), so optional arguments do not become graph inputs.
+
+    Returns:
+        A ``torch.fx.GraphModule``.
+    """
+    import torch.fx
+
+    return torch.fx.GraphModule(module, _trace_graph(module, num_args), type(module).__name__)
+
+
+def _shape_of(x: Any) -> tuple[int, ...] | None:
+    shape = getattr(x, "shape", None)
     if shape is None:
         return None
     try:
@@ -67,12 +97,102 @@ def _shape(meta: Any) -> tuple[int, ...] | None:
         return None
 
 
-def _fx_to_graph(gm: Any, metadata: dict[str, Any]) -> ArchGraph:
+def _tensor_shapes(x: Any) -> list[tuple[int, ...] | None]:
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return [_shape_of(x)]
+    if isinstance(x, (list, tuple)):
+        return [s for y in x for s in _tensor_shapes(y)]
+    if isinstance(x, dict):
+        return [s for y in x.values() for s in _tensor_shapes(y)]
+    return []
+
+
+class _Unfaithful(Exception):
+    """The fx graph disagrees with the eager forward (message says where)."""
+
+
+def _replay(module: Any, graph: Any, args: tuple[Any, ...], record: EagerRecord | None) -> tuple[Shapes, Any]:
+    """Walk the fx graph on meta with each leaf call answered by the eager run's output (or run,
+    without a ``record``).
+
+    A plain loop, not ``torch.fx.Interpreter``: its per-node bookkeeping costs more than the
+    glue ops it runs here.
+
+    Returns:
+        The shape of every node's value, and the graph's output.
+
+    Raises:
+        _Unfaithful: a leaf is called with another input shape than in the eager forward.
+    """
+    import torch
+    from torch.fx.node import map_arg
+
+    calls: Counter[str] = Counter()
+    shapes: Shapes = {}
+    env: dict[Any, Any] = {}
+    modules = dict(module.named_modules()) if record is None else {}
+    inputs = list(meta_args(args))
+    with torch.no_grad(), fast_meta_mode():
+        for n in graph.nodes:
+            if n.op == "output":
+                return shapes, map_arg(n.args[0], env.__getitem__)
+            if n.op == "placeholder":
+                if n.target.startswith("*"):
+                    v, inputs = inputs, []
+                else:
+                    v = inputs.pop(0) if inputs else (n.args[0] if n.args else None)
+            elif n.op == "get_attr":
+                v = operator.attrgetter(n.target)(module)
+            else:
+                a, kw = map_arg(n.args, env.__getitem__), map_arg(n.kwargs, env.__getitem__)
+                if n.op == "call_function":
+                    v = n.target(*a, **kw)
+                elif n.op == "call_method":
+                    v = getattr(a[0], n.target)(*a[1:], **kw)
+                elif record is None:
+                    v = modules[n.target](*a, **kw)
+                else:
+                    i = calls[n.target]
+                    calls[n.target] += 1
+                    first = _shape_of(a[0]) if a else None
+                    if first != record.in_shapes[n.target][i]:
+                        raise _Unfaithful(f"layer {n.target} gets input {first} in fx, "
+                                          f"{record.in_shapes[n.target][i]} in eager")
+                    v = record.outputs[n.target][i]
+            env[n] = v
+            shapes[n.name] = _shape_of(v)
+    return shapes, None
+
+
+def _check_fx(module: Any, graph: Any, args: tuple[Any, ...], record: EagerRecord) -> Shapes:
+    """Shapes of the fx graph's values when it is faithful to the eager forward in ``record``.
+
+    Raises:
+        _Unfaithful: leaf call counts, leaf input shapes or output shapes differ, or a traced
+            layer's output is never used (data flow lost).
+    """
+    fx_counts = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    if dict(record.counts) != dict(fx_counts):
+        diff = {k: (record.counts.get(k, 0), fx_counts.get(k, 0)) for k in set(record.counts) | set(fx_counts)
+                if record.counts.get(k, 0) != fx_counts.get(k, 0)}
+        raise _Unfaithful(f"leaf-module calls differ (eager, fx): {dict(list(diff.items())[:5])}")
+    if not all(n.users for n in graph.nodes if n.op == "call_module"):
+        raise _Unfaithful("a traced layer's output is never used (data flow lost)")
+    shapes, fx_out = _replay(module, graph, args, record)
+    if _tensor_shapes(record.result) != _tensor_shapes(fx_out):
+        raise _Unfaithful(f"output shapes differ: eager {_tensor_shapes(record.result)} "
+                          f"vs fx {_tensor_shapes(fx_out)}")
+    return shapes
+
+
+def _fx_to_graph(module: Any, graph: Any, shapes: Shapes, metadata: dict[str, Any]) -> ArchGraph:
     import torch
 
     b = GraphBuilder()
     env: dict[str, Value] = {}
-    modules = dict(gm.named_modules())
+    modules = dict(module.named_modules())
     table = leaf_table()
 
     def conv(a: Any) -> Any:
@@ -84,12 +204,12 @@ def _fx_to_graph(gm: Any, metadata: dict[str, Any]) -> ArchGraph:
             return {k: conv(v) for k, v in a.items()}
         return a
 
-    for node in gm.graph.nodes:
-        shape = _shape(node.meta)
+    for node in graph.nodes:
+        shape = shapes.get(node.name)
         if node.op == "placeholder":
             env[node.name] = Value(b.add_input(), shape)
         elif node.op == "get_attr":
-            t = operator.attrgetter(node.target)(gm)
+            t = operator.attrgetter(node.target)(module)
             env[node.name] = Value(EMPTY, tuple(t.shape) if hasattr(t, "shape") else None)
         elif node.op == "call_module":
             m = modules[node.target]
@@ -112,58 +232,18 @@ def _fx_to_graph(gm: Any, metadata: dict[str, Any]) -> ArchGraph:
                 named[k] = conv(v)
             env[node.name] = lower_op(b, name, named, shape)
         elif node.op == "output":
-            vals: list[Value] = []
-
-            def collect(x: Any) -> None:
-                if isinstance(x, Value):
-                    vals.append(x)
-                elif isinstance(x, (list, tuple)):
-                    for y in x:
-                        collect(y)
-                elif isinstance(x, dict):
-                    for y in x.values():
-                        collect(y)
-            collect(conv(node.args[0]))
-            b.add_output(v.ref for v in vals)
+            b.add_output(v.ref for v in _values(conv(node.args[0])))
     return b.build({"tracer": "fx", **metadata})
 
 
-def _fx_faithful(module: Any, gm: Any, args: tuple[Any, ...]) -> tuple[bool, str]:
-    """Re-run the fx graph on meta and compare with eager meta execution."""
-    import torch
-    from torch.fx.passes.shape_prop import ShapeProp
-
-    counts: Counter[str] = Counter()
-    eager_out = eager_run(module, args, counts)
-    with torch.no_grad(), fast_meta_mode():
-        ShapeProp(gm).propagate(*meta_args(args))
-    fx_counts = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
-    out_node = next(n for n in gm.graph.nodes if n.op == "output")
-    fx_out = out_node.args[0]
-
-    def shapes(x: Any) -> list[tuple[int, ...]]:
-        if isinstance(x, torch.Tensor):
-            return [tuple(x.shape)]
-        if isinstance(x, torch.fx.Node):
-            s = _shape(x.meta)
-            return [s] if s is not None else []
-        if isinstance(x, (list, tuple)):
-            return [s for y in x for s in shapes(y)]
-        if isinstance(x, dict):
-            return [s for y in x.values() for s in shapes(y)]
-        return []
-
-    if shapes(eager_out) != shapes(fx_out):
-        return False, f"output shapes differ: eager {shapes(eager_out)} vs fx {shapes(fx_out)}"
-    if dict(counts) != dict(fx_counts):
-        diff = {k: (counts.get(k, 0), fx_counts.get(k, 0)) for k in set(counts) | set(fx_counts)
-                if counts.get(k, 0) != fx_counts.get(k, 0)}
-        return False, f"leaf-module calls differ (eager, fx): {dict(list(diff.items())[:5])}"
-    # dangling leaf calls: a module whose result never reaches the output means lost data flow
-    users_ok = all(n.users for n in gm.graph.nodes if n.op == "call_module")
-    if not users_ok:
-        return False, "a traced layer's output is never used (data flow lost)"
-    return True, ""
+def _values(x: Any) -> list[Value]:
+    if isinstance(x, Value):
+        return [x]
+    if isinstance(x, (list, tuple)):
+        return [v for y in x for v in _values(y)]
+    if isinstance(x, dict):
+        return [v for y in x.values() for v in _values(y)]
+    return []
 
 
 # ------------------------------------------------------------------ export
@@ -176,6 +256,37 @@ def trace_export(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | No
         kwargs = meta_args((kwargs or {},))[0] if kwargs else None
     with torch.no_grad():
         return torch.export.export(module, args, kwargs=kwargs, strict=False)
+
+
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _try_fx(module: Any, args: tuple[Any, ...], record: EagerRecord | None, tracer: str,
+            meta: dict[str, Any], attempts: dict[str, str]) -> ArchGraph | None:
+    """The fx graph when it is faithful (or ``tracer="fx"``); else ``None`` with the reason in
+    ``attempts["fx"]``."""
+    try:
+        graph = _trace_graph(module, len(args))
+        if record is None:
+            record = EagerRecord()
+            eager_run(module, args, record)
+        try:
+            shapes = _check_fx(module, graph, args, record)
+        except _Unfaithful as e:
+            if tracer != "fx":
+                attempts["fx"] = f"not faithful: {e}"
+                return None
+            logger.warning("fx trace of %s is not faithful (%s)", meta["name"], e)
+            shapes = _replay(module, graph, args, None)[0]
+        return _fx_to_graph(module, graph, shapes, meta)
+    except NarError:
+        raise  # a budget or timeout: stop, do not try the next tracer
+    except Exception as e:  # noqa: BLE001 - any tracer failure -> next tracer
+        attempts["fx"] = _first_line(e)
+        if tracer == "fx":
+            raise GraphExtractionError(f"torch.fx could not trace {meta['name']}: {attempts['fx']}", attempts) from e
+        return None
 
 
 def graph_from_module(module: Any, example_inputs: Any = None, tracer: str = "auto",
@@ -193,48 +304,52 @@ def graph_from_module(module: Any, example_inputs: Any = None, tracer: str = "au
         ExampleInputsError: inputs needed and not inferable.
         GraphExtractionError: every tracer failed; ``attempts`` says why each did.
     """
-    import torch
-
     meta = {"name": type(module).__name__, **(metadata or {})}
     if not is_meta_module(module) and any(True for _ in module.parameters()):
         module = meta_copy(module)
         if example_inputs is not None:
             example_inputs = meta_args(example_inputs if isinstance(example_inputs, tuple) else (example_inputs,))
-    was_training = module.training
-    module.eval()
+    # eval mode for the trace, each submodule's own flag restored after (cheaper than two
+    # recursive .train() calls, and exact when the user's submodules differ)
+    training = [m for m in module.modules() if m.training]
+    for m in training:
+        m.training = False
     try:
-        if example_inputs is None and not example_kwargs:
-            args = infer_example_inputs(module)
-        elif isinstance(example_inputs, torch.Tensor):
-            args = (example_inputs,)
-        else:
-            args = tuple(example_inputs or ())
-        attempts: dict[str, str] = {}
-        if tracer in ("auto", "fx") and not example_kwargs:
-            try:
-                gm = trace_fx(module, len(args))
-                ok, why = _fx_faithful(module, gm, args)
-                if ok or tracer == "fx":
-                    if not ok:
-                        logger.warning("fx trace of %s is not faithful (%s)", meta["name"], why)
-                    return _fx_to_graph(gm, meta)
-                attempts["fx"] = f"not faithful: {why}"
-            except Exception as e:  # noqa: BLE001 - any tracer failure -> next tracer
-                attempts["fx"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                if tracer == "fx":
-                    raise GraphExtractionError(f"torch.fx could not trace {meta['name']}: {attempts['fx']}", attempts) from e
-            logger.debug("fx rejected for %s: %s", meta["name"], attempts["fx"])
-        try:
-            ep = trace_export(module, args, example_kwargs)
-        except Exception as e:  # noqa: BLE001
-            attempts["export"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            raise GraphExtractionError(
-                f"could not trace {meta['name']}: " + "; ".join(f"{k}: {v}" for k, v in attempts.items()),
-                attempts,
-            ) from e
-        from nar_plugin.extract.aten import graph_from_exported_program
-
-        return graph_from_exported_program(ep, meta)
+        with quiet_torch():
+            return _extract_module(module, example_inputs, tracer, meta, example_kwargs)
     finally:
-        module.train(was_training)
+        for m in training:
+            m.training = True
 
+
+def _extract_module(module: Any, example_inputs: Any, tracer: str, meta: dict[str, Any],
+                    example_kwargs: dict[str, Any] | None) -> ArchGraph:
+    import torch
+
+    record: EagerRecord | None = None
+    if example_inputs is None and not example_kwargs:
+        record = EagerRecord() if tracer in ("auto", "fx") else None
+        args = infer_example_inputs(module, record)
+    elif isinstance(example_inputs, torch.Tensor):
+        args = (example_inputs,)
+    else:
+        args = tuple(example_inputs or ())
+    attempts: dict[str, str] = {}
+    if tracer in ("auto", "fx") and not example_kwargs:
+        g = _try_fx(module, args, record, tracer, meta, attempts)
+        if g is not None:
+            return g
+        logger.debug("fx rejected for %s: %s", meta["name"], attempts["fx"])
+    try:
+        ep = trace_export(module, args, example_kwargs)
+    except NarError:
+        raise
+    except Exception as e:  # noqa: BLE001 - every tracer failed: one typed error with the reasons
+        attempts["export"] = _first_line(e)
+        raise GraphExtractionError(
+            f"could not trace {meta['name']}: " + "; ".join(f"{k}: {v}" for k, v in attempts.items()),
+            attempts,
+        ) from e
+    from nar_plugin.extract.aten import graph_from_exported_program
+
+    return graph_from_exported_program(ep, meta)

@@ -2,8 +2,10 @@
 
 * :mod:`~nar_plugin.graph.vocab` -- the versioned op vocabulary and node attributes;
 * :mod:`~nar_plugin.graph.ir` -- :class:`ArchGraph` (structure, WL hash, serialisation, views);
+* :mod:`~nar_plugin.graph.canonical` -- the canonical passes (attention, RMSNorm and activation
+  fusion, BatchNorm/pad folding, dead code) that make one model one graph on every path;
 * :mod:`~nar_plugin.graph.builder` -- :class:`GraphBuilder`, which every extractor lowers into,
-  and the canonical passes it runs;
+  and :func:`canonicalize` for graphs built before;
 * :mod:`~nar_plugin.graph.algorithms` -- the one union-find, topological sort, induced subgraph
   and WL refinement of the package.
 
@@ -20,7 +22,8 @@ from nar_plugin.graph.algorithms import (
     topological_order,
     wl_refine,
 )
-from nar_plugin.graph.builder import GraphBuilder
+from nar_plugin.graph.builder import GraphBuilder, canonicalize
+from nar_plugin.graph.canonical import CANON_VERSION
 from nar_plugin.graph.ir import ArchGraph
 from nar_plugin.graph.vocab import (
     ATTR_BINS,
@@ -39,6 +42,7 @@ from nar_plugin.graph.vocab import (
 # checkers read, necessarily repeats the names of vocab.__all__.
 __all__ = [
     "ATTR_BINS",
+    "CANON_VERSION",
     "GROUPS_DEPTHWISE",
     "GROUPS_GROUPED",
     "GROUPS_NONE",
@@ -50,6 +54,7 @@ __all__ = [
     "GraphBuilder",
     "NodeAttrs",
     "UnionFind",
+    "canonicalize",
     "digest",
     "induced_edges",
     "topological_order",

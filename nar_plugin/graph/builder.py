@@ -1,31 +1,28 @@
-"""GraphBuilder: what every extractor lowers into, and the canonical passes it runs.
+"""GraphBuilder: what every extractor lowers into; :func:`canonicalize` for stored graphs.
 
 Every extraction path (torch.fx, torch.export, a stored pt2 archive, ONNX, HF/timm configs) adds
 nodes to a :class:`GraphBuilder` in trace order, folding bookkeeping nodes on the way, and
-:meth:`GraphBuilder.build` runs the same canonical passes on all of them, so that a model gives
-(near-)identical graphs whichever way it reached us.
+:meth:`GraphBuilder.build` runs the same canonical passes (:mod:`~nar_plugin.graph.canonical`)
+on all of them, so that a model gives one graph whichever way it reached us.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from typing import Any
 
+from nar_plugin.graph.canonical import Node, graph_nodes, run_passes
 from nar_plugin.graph.ir import ArchGraph
 from nar_plugin.graph.vocab import NO_ATTRS, OP_INDEX, NodeAttrs
 
-__all__ = ["GraphBuilder"]
+__all__ = ["ADD_GUARD", "GraphBuilder", "canonicalize"]
 
-
-class _Node:
-    """A builder node: op, attributes and the builder ids of its inputs (sorted)."""
-
-    __slots__ = ("attrs", "inputs", "op")
-
-    def __init__(self, op: str, attrs: NodeAttrs, inputs: list[int]) -> None:
-        self.op = op
-        self.attrs = attrs
-        self.inputs = inputs
+#: Called with the builder's node count after every :meth:`GraphBuilder.add` while set.
+#: :mod:`nar_plugin.extract.limits` installs one so that an extraction stops the moment it passes
+#: its node or time budget (it raises), not after the whole graph was built. Per context, so
+#: threads do not see each other's guard.
+ADD_GUARD: ContextVar[Callable[[int], None] | None] = ContextVar("nar_add_guard", default=None)
 
 
 class GraphBuilder:
@@ -38,7 +35,7 @@ class GraphBuilder:
     """
 
     def __init__(self) -> None:
-        self._nodes: list[_Node] = []
+        self._nodes: list[Node] = []
 
     def add(self, op: str, inputs: Iterable[frozenset[int]] = (), attrs: NodeAttrs = NO_ATTRS) -> frozenset[int]:
         """Add a node fed by the union of ``inputs`` refs; returns the new node's ref."""
@@ -47,7 +44,10 @@ class GraphBuilder:
         srcs: set[int] = set()
         for ref in inputs:
             srcs |= ref
-        self._nodes.append(_Node(op, attrs, sorted(srcs)))
+        self._nodes.append(Node(op, attrs, sorted(srcs)))
+        guard = ADD_GUARD.get()
+        if guard is not None:
+            guard(len(self._nodes))
         return frozenset((len(self._nodes) - 1,))
 
     def add_input(self) -> frozenset[int]:
@@ -63,142 +63,30 @@ class GraphBuilder:
     def __len__(self) -> int:
         return len(self._nodes)
 
-    def build(self, metadata: dict[str, Any] | None = None) -> ArchGraph:
-        """Run the canonical passes and return the ArchGraph.
+    def build(self, metadata: dict[str, Any] | None = None, *, canonical: bool = True) -> ArchGraph:
+        """Run the canonical passes (:func:`~nar_plugin.graph.canonical.run_passes`) and return
+        the ArchGraph. The builder appends in trace order, which is already topological.
 
-        Passes: drop nodes that do not reach an output (dead code, shape computations), fuse
-        hand-written attention (matmul -> scale -> [mask] -> softmax -> matmul) into
-        ``attention``, fuse hand-written RMSNorm (pow -> mean -> add -> rsqrt -> mul [-> mul])
-        into ``rms_norm``, then renumber in (already topological) trace order.
+        Args:
+            metadata: provenance stored on the graph.
+            canonical: ``False`` keeps the nodes exactly as added (only those that reach no
+                output are dropped): for hand-built graphs that test something other than the
+                passes, e.g. motif sampling on a Conv-BatchNorm chain.
         """
-        nodes = self._nodes
-        _fuse_attention(nodes)
-        _fuse_rms_norm(nodes)
-        keep = _live(nodes)
-        return _finalise(nodes, keep, metadata or {})
+        ops, attrs, edges = run_passes(self._nodes, rewrite=canonical)
+        return ArchGraph(ops, attrs, edges, metadata=dict(metadata or {}))
 
 
-def _consumers(nodes: list[_Node]) -> list[list[int]]:
-    cons: list[list[int]] = [[] for _ in nodes]
-    for i, n in enumerate(nodes):
-        for p in n.inputs:
-            cons[p].append(i)
-    return cons
+def canonicalize(graph: ArchGraph) -> ArchGraph:
+    """Run the canonical passes on an existing graph (one built by an older version, or by hand).
 
+    Idempotent: a graph built by :class:`GraphBuilder` comes back with the same hash. Stored
+    graphs are upgraded automatically by :meth:`ArchGraph.from_dict`; this is the same operation
+    for graphs held in memory.
 
-_SCORE_OPS = frozenset({"mul", "div", "add", "sub", "where"})
-
-
-def _fuse_attention(nodes: list[_Node]) -> None:
-    """matmul -> (mul|div|add|where)* -> softmax -> matmul  ==>  attention.
-
-    Hand-rolled attention, ``F.scaled_dot_product_attention`` and the ONNX decomposition of the
-    latter all end up as one ``attention`` node, so coding style does not change the graph. Only
-    private chains are fused: every intermediate node must have exactly one consumer.
+    Example:
+        >>> canonicalize(old_graph).graph_hash == extract_graph(model).graph_hash
     """
-    cons = _consumers(nodes)
-    for i, n in enumerate(nodes):
-        if n.op != "softmax" or len(n.inputs) != 1 or len(cons[i]) != 1:
-            continue
-        out = cons[i][0]
-        if nodes[out].op != "matmul":
-            continue
-        chain = [i]
-        cur = i
-        while nodes[cur].op != "matmul":
-            cands = [p for p in nodes[cur].inputs
-                     if (nodes[p].op in _SCORE_OPS or nodes[p].op == "matmul") and len(cons[p]) == 1]
-            if len(cands) != 1:
-                break
-            cur = cands[0]
-            chain.append(cur)
-        if nodes[cur].op != "matmul":
-            continue
-        # scaling of q or k before the score matmul (ONNX's decomposition of SDPA, or
-        # ``q = q * scale`` by hand) belongs to the attention too
-        for p in list(nodes[cur].inputs):
-            if nodes[p].op in ("mul", "div") and len(nodes[p].inputs) == 1 and len(cons[p]) == 1:
-                chain.append(p)
-        members = set(chain) | {out}
-        ins: set[int] = set()
-        for m in members:
-            ins |= set(nodes[m].inputs)
-        nodes[out] = _Node("attention", NO_ATTRS, sorted(ins - members))
-        for m in chain:
-            nodes[m] = _Node("__dead__", NO_ATTRS, [])
+    ops, attrs, edges = run_passes(graph_nodes(graph.ops, graph.attrs, graph.edges))
+    return ArchGraph(ops, attrs, edges, metadata=dict(graph.metadata))
 
-
-def _fuse_rms_norm(nodes: list[_Node]) -> None:
-    """x -> pow -> mean -> add -> rsqrt -> mul(x, .) [-> mul(weight)]  ==>  rms_norm."""
-    cons = _consumers(nodes)
-    for i, n in enumerate(nodes):
-        if n.op != "rsqrt" or len(n.inputs) != 1:
-            continue
-        a = n.inputs[0]
-        if nodes[a].op == "add" and len(nodes[a].inputs) == 1:
-            m = nodes[a].inputs[0]
-        elif nodes[a].op == "mean":
-            m, a = a, -1
-        else:
-            continue
-        if nodes[m].op != "mean" or len(nodes[m].inputs) != 1:
-            continue
-        p = nodes[m].inputs[0]
-        if nodes[p].op not in ("pow", "mul") or len(nodes[p].inputs) != 1:
-            continue
-        x = nodes[p].inputs[0]
-        muls = [c for c in cons[i] if nodes[c].op == "mul"]
-        if len(muls) != 1 or set(nodes[muls[0]].inputs) != {x, i}:
-            continue
-        out = muls[0]
-        # optional trailing multiply by the learned scale (a parameter: one data input)
-        c2 = cons[out]
-        if len(c2) == 1 and nodes[c2[0]].op == "mul" and nodes[c2[0]].inputs == [out]:
-            out = c2[0]
-        dead = {p, m, i} | ({a} if a >= 0 else set())
-        if out != muls[0]:
-            dead.add(muls[0])
-        nodes[out] = _Node("rms_norm", NO_ATTRS, [x])
-        for d in dead:
-            nodes[d] = _Node("__dead__", NO_ATTRS, [])
-
-
-def _live(nodes: list[_Node]) -> list[bool]:
-    """Nodes that reach an output (or every non-dead node when there is no output node)."""
-    outs = [i for i, n in enumerate(nodes) if n.op == "output"]
-    if not outs:
-        return [n.op != "__dead__" for n in nodes]
-    keep = [False] * len(nodes)
-    stack = list(outs)
-    while stack:
-        v = stack.pop()
-        if keep[v] or nodes[v].op == "__dead__":
-            continue
-        keep[v] = True
-        stack.extend(nodes[v].inputs)
-    # unused inputs (optional arguments fixed to None) are dropped, but every graph keeps one
-    inputs = [i for i, n in enumerate(nodes) if n.op == "input"]
-    if inputs and not any(keep[i] for i in inputs):
-        keep[inputs[0]] = True
-    return keep
-
-
-def _finalise(nodes: list[_Node], keep: list[bool], metadata: dict[str, Any]) -> ArchGraph:
-    # The builder appends in trace order, which is already topological (inputs come first), so
-    # renumbering the kept nodes preserves a deterministic topological order.
-    pos: dict[int, int] = {}
-    ops: list[str] = []
-    attrs: list[NodeAttrs] = []
-    for i, n in enumerate(nodes):
-        if keep[i]:
-            pos[i] = len(ops)
-            ops.append(n.op)
-            attrs.append(n.attrs)
-    edges: set[tuple[int, int]] = set()
-    for i, n in enumerate(nodes):
-        if not keep[i]:
-            continue
-        for p in n.inputs:
-            if p in pos and pos[p] < pos[i]:
-                edges.add((pos[p], pos[i]))
-    return ArchGraph(ops, attrs, sorted(edges), metadata=dict(metadata))

@@ -16,6 +16,7 @@ from typing import Any
 
 from nar_plugin.errors import CorruptArtifactError
 from nar_plugin.graph.algorithms import induced_edges, topological_order, wl_refine
+from nar_plugin.graph.canonical import CANON_VERSION, graph_nodes, run_passes
 from nar_plugin.graph.vocab import NO_ATTRS, OP_INDEX, VOCAB_VERSION, NodeAttrs
 
 __all__ = ["ArchGraph"]
@@ -56,6 +57,7 @@ class ArchGraph:
         self._succs: list[list[int]] | None = None
 
     # ----------------------------------------------------------------- structure
+    # one-line size properties, alike in shape to MotifGraph's (shape-alike pairs listed by `duplicates` are deliberate: see docs/architecture.md, "Layout decisions")
     @property
     def num_nodes(self) -> int:
         """Number of nodes."""
@@ -129,6 +131,7 @@ class ArchGraph:
         return {
             "format": "nar-archgraph",
             "vocab_version": self.vocab_version,
+            "canonical": CANON_VERSION,
             "ops": self.ops,
             "attrs": [list(a) for a in self.attrs],
             "edges": [list(e) for e in self.edges],
@@ -143,6 +146,11 @@ class ArchGraph:
     def from_dict(cls, data: dict[str, Any]) -> ArchGraph:
         """Rebuild a graph from :meth:`to_dict` output.
 
+        A graph written before the current canonical passes (its ``canonical`` field is missing
+        or older than :data:`~nar_plugin.graph.canonical.CANON_VERSION`) is re-canonicalised on
+        the way in, so corpora and graph files written by an older version give the graph (and
+        hash) a fresh extraction gives, without re-extracting.
+
         Raises:
             CorruptArtifactError: the dict is not an ArchGraph or has another vocabulary version.
         """
@@ -154,12 +162,14 @@ class ArchGraph:
                 f"v{VOCAB_VERSION}; re-extract the graph"
             )
         try:
-            return cls(
-                ops=list(data["ops"]),
-                attrs=[NodeAttrs(*a) for a in data["attrs"]],
-                edges=[(int(s), int(d)) for s, d in data["edges"]],
-                metadata=dict(data.get("metadata") or {}),
-            )
+            ops = list(data["ops"])
+            attrs = [NodeAttrs(*a) for a in data["attrs"]]
+            edges = [(int(s), int(d)) for s, d in data["edges"]]
+            version = int(data.get("canonical", 1))
+            if version < CANON_VERSION:
+                cls(ops, attrs, edges)  # validate before the passes index into it
+                ops, attrs, edges = run_passes(graph_nodes(ops, attrs, edges))
+            return cls(ops=ops, attrs=attrs, edges=edges, metadata=dict(data.get("metadata") or {}))
         except (KeyError, TypeError, ValueError) as e:
             raise CorruptArtifactError(f"malformed ArchGraph JSON: {e}") from e
 

@@ -48,6 +48,7 @@ Modules, one job each (dependencies point up this list only; nothing outside ``e
     codec        text form of an embedding (``nar1:...``)
     entries      IndexEntry, SearchHit, validation of keys / vectors / metadata
     locks        the file locks and NAR_LOCK_TIMEOUT
+    readonly     folders this process may not write: read-only opening, the refusal to write
     ann          FAISS index types: choose, build, search (shared with benchmarks/index.py)
     schema       SQLite file format: schema, creation, validation, corruption mapping
     database     the live connection: reconnects after a restore, write transactions, reads

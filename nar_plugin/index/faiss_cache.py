@@ -242,8 +242,9 @@ class FaissCache:
         return None
 
     def maybe_save(self, force: bool = False) -> bool:
-        """Write the cache file if it lags enough (never blocks: skips if another process saves)."""
-        if self.index is None or self.generation <= self.disk_generation:
+        """Write the cache file if it lags enough (never blocks: skips if another process saves).
+        Never in a folder this process may not write (the cache then lives in memory only)."""
+        if self.index is None or self.generation <= self.disk_generation or not self._db.writable:
             return False
         n = self.index.ntotal
         if not force and self._pending < max(256, n // 50) and self.disk_generation >= 0:

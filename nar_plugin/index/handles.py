@@ -74,6 +74,8 @@ def open_index(
         encoder_version: Encoder version the caller's embeddings come from; checked on every
             call (and recorded if the index records none and the handle may write).
         read_only: Open a handle that refuses writes of entries (see :class:`EmbeddingIndex`).
+            An index in a folder this process may not write is opened read-only anyway
+            (queries work; writes raise :class:`~nar_plugin.errors.IndexReadOnlyError`).
         dim: Embedding dimension.
 
     Returns:

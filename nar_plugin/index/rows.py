@@ -13,6 +13,7 @@ import numpy as np
 
 from nar_plugin.errors import InvalidQueryError, KeyExistsError
 from nar_plugin.index.entries import META_COLUMNS, IndexEntry, Item, now
+from nar_plugin.index.readonly import connect_read_only
 from nar_plugin.index.schema import Txn, claim_encoder, corruption_mapped
 
 __all__ = [
@@ -118,7 +119,8 @@ def vectors_from_blobs(blobs: Sequence[bytes], dim: int) -> np.ndarray:
 def iter_entries(db_path: Path) -> Iterator[IndexEntry]:
     """All entries in id order from one snapshot, read in blocks over a separate read-only
     connection (bounded memory; concurrent writers are neither blocked nor seen half-way)."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+    with corruption_mapped(db_path):
+        conn = connect_read_only(db_path)  # also in a folder this process may not write
     try:
         with corruption_mapped(db_path):
             conn.execute("BEGIN")

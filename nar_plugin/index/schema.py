@@ -211,8 +211,10 @@ def _read_info(conn: sqlite3.Connection, db: Path, verify: bool) -> tuple[dict[s
     return {str(k): v for k, v in conn.execute("SELECT name, value FROM info")}, mode
 
 
-def validate(conn: sqlite3.Connection, db: Path, dim: int, *, verify: bool, where: str) -> dict[str, str]:
-    """Check an opened database (schema, format version, dimension); switch it to WAL.
+def validate(conn: sqlite3.Connection, db: Path, dim: int, *, verify: bool, where: str,
+             read_only: bool = False) -> dict[str, str]:
+    """Check an opened database (schema, format version, dimension); switch it to WAL unless
+    ``read_only`` (a connection that may not write).
 
     Returns:
         The ``info`` table.
@@ -237,6 +239,6 @@ def validate(conn: sqlite3.Connection, db: Path, dim: int, *, verify: bool, wher
         )
     if stored_dim != dim:
         raise InvalidVectorError(f"{where} holds dim={stored_dim} vectors, but was opened with dim={dim}")
-    if mode.lower() != "wal":
+    if mode.lower() != "wal" and not read_only:
         conn.execute("PRAGMA journal_mode=WAL")
     return info

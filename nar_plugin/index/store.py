@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from nar_plugin.config import nar_home
-from nar_plugin.errors import InvalidQueryError
+from nar_plugin.errors import IndexReadOnlyError, InvalidQueryError
 from nar_plugin.index.backup import export_entries, replace_database
 from nar_plugin.index.codec import EMBEDDING_DIM
 from nar_plugin.index.database import Database
@@ -29,6 +29,7 @@ from nar_plugin.index.entries import (
 from nar_plugin.index.faiss_cache import FAISS_NAME, SIDECAR_NAME, FaissCache
 from nar_plugin.index.filters import Filter, compile_filter
 from nar_plugin.index.query import Query, run_query
+from nar_plugin.index.readonly import folder_writable, not_writable_error
 from nar_plugin.index.rows import (
     SELECT,
     entry_from_row,
@@ -66,7 +67,9 @@ class EmbeddingIndex:
         verify: Run SQLite's ``PRAGMA quick_check`` on open (reads the whole database once).
         read_only: Refuse writes of entries (``add``, ``upsert``, ``add_many``, ``remove``,
             ``rebuild(entries)``) and never record ``encoder_version`` (it is still checked).
-            A missing index is still created, empty.
+            A missing index is still created, empty. An index in a folder this process may not
+            write is always opened read-only (SQLite ``mode=ro``, else ``immutable``; no lock
+            or cache file is written): queries work, writes raise :class:`IndexReadOnlyError`.
 
     Raises:
         IndexCorruptError: ``meta.sqlite`` is not a valid database, fails the quick check, lacks
@@ -75,6 +78,8 @@ class EmbeddingIndex:
         EncoderVersionMismatchError: ``encoder_version`` differs from the recorded one.
         InvalidVectorError: ``dim`` differs from the dimension the index was created with.
         IndexLockedError: The index had to be created or updated and the lock timed out.
+        IndexReadOnlyError: No index exists in a folder this process may not write.
+        InvalidQueryError: ``path`` (or a folder above it) is a file.
 
     Example:
         >>> idx = EmbeddingIndex(tmp_path, encoder_version="nar-enc-1")
@@ -95,9 +100,12 @@ class EmbeddingIndex:
     ) -> None:
         self.path = index_path(path)
         self.dim = int(dim)
-        self.read_only = bool(read_only)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._db = Database(self.path, self.dim, verify=verify, encoder_version=encoder_version, read_only=self.read_only)
+        self._read_only = bool(read_only)
+        writable = folder_writable(self.path, DB_NAME)
+        if writable:
+            self.path.mkdir(parents=True, exist_ok=True)
+        self._db = Database(self.path, self.dim, verify=verify, encoder_version=encoder_version,
+                            read_only=self._read_only, writable=writable)
         self._cache = FaissCache(self._db)
         self._open()
 
@@ -105,6 +113,11 @@ class EmbeddingIndex:
         with self._db.mutex:
             self._db.connect()
             self._cache.current()
+
+    @property
+    def read_only(self) -> bool:
+        """True when writes of entries are refused (``read_only=True``, or an unwritable folder)."""
+        return self._read_only or not self._db.writable
 
     @property
     def db_path(self) -> Path:
@@ -149,8 +162,11 @@ class EmbeddingIndex:
     # ------------------------------------------------------------------ writes
 
     def _check_writable(self) -> None:
-        if self.read_only:
-            raise InvalidQueryError(f"index {self.path} was opened read-only; open it with read_only=False to write")
+        if not self._db.writable:
+            raise not_writable_error(self.path)
+        if self._read_only:
+            raise IndexReadOnlyError(f"index {self.path} was opened read-only; open it with read_only=False to write",
+                                     path=str(self.path))
 
     def _write(self, items: Iterable[Item], mode: str) -> list[int]:
         """The one write path: ``items`` (validated lazily) in one transaction."""
@@ -380,9 +396,12 @@ class EmbeddingIndex:
             IndexLockedError: A lock timed out.
             KeyExistsError, InvalidVectorError, EncoderVersionMismatchError: Bad entries; the
                 existing index is left untouched.
-            InvalidQueryError: ``entries_iterable`` given to a read-only handle.
+            IndexReadOnlyError: ``entries_iterable`` given to a read-only handle, or the folder
+                may not be written.
         """
         with self._db.mutex:
+            if not self._db.writable:
+                raise not_writable_error(self.path, "rebuild")
             if entries_iterable is None:
                 self._db.refresh()
                 self._cache.build()
@@ -420,8 +439,11 @@ class EmbeddingIndex:
             IndexLockedError: The lock timed out.
             KeyExistsError, InvalidVectorError, EncoderVersionMismatchError: Bad ``entries``;
                 nothing on disk is changed.
+            IndexReadOnlyError: This process may not write the folder.
         """
         directory = index_path(path)
+        if not folder_writable(directory, DB_NAME):
+            raise not_writable_error(directory, "restore")
         directory.mkdir(parents=True, exist_ok=True)
         unopened = Database(directory, int(dim), verify=True, encoder_version=encoder_version, read_only=False)
         replace_database(unopened, entries, encoder_version)

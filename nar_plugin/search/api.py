@@ -9,12 +9,13 @@ ids, ``models:/`` URIs...) are resolved by integrations through
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import numbers
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nar_plugin.errors import KeyNotFoundError
+from nar_plugin.errors import InvalidQueryError, KeyExistsError, KeyNotFoundError
 from nar_plugin.graph import ArchGraph
 from nar_plugin.search import resolvers
 from nar_plugin.search.relations import (
@@ -70,9 +71,22 @@ def open_index(index: Any = None) -> Any:
     return shared_handle(index, encoder_version=encoder_version())
 
 
-def default_key(source: Any) -> str:
-    """A key for a source that has none: ``file:<abs path>``, ``timm:<name>``,
-    ``hf-config:<model_type>`` or ``module:<Class>``."""
+def default_key(source: Any, graph: ArchGraph | None = None) -> str:
+    """A key for a source that has none.
+
+    - an existing file: ``file:<abs path>``;
+    - a name: ``<kind>:<name>`` (``timm:resnet18``, ``hf-config:llama``); a name that already
+      says its kind (``timm:resnet18``) is kept as it is;
+    - anything in memory is keyed by its content, the graph hash: ``module:<Class>@<hash[:12]>``
+      (an ``nn.Module``, a config, an ONNX proto...), ``graph:<name>@<hash[:12]>`` (an ArchGraph;
+      ``graph:<hash[:16]>`` without a name). The same model always gets the same key and two
+      different ones never share one.
+
+    Args:
+        source: the model source.
+        graph: its extracted graph, when the caller has it (else in-memory sources are
+            extracted here).
+    """
     from nar_plugin.extract import source_kind
 
     if isinstance(source, (str, Path)):
@@ -80,10 +94,18 @@ def default_key(source: Any) -> str:
         if p.exists():
             return f"file:{p.resolve()}"
         kind = source_kind(source)
-        return f"{kind}:{source}"
+        name = str(source).removeprefix(f"{kind}:")
+        if Path(name).expanduser().exists():  # onnx:/path/model.onnx, pt2:model.pt2
+            return f"file:{Path(name).expanduser().resolve()}"
+        return f"{kind}:{name}"
+    if graph is None:
+        from nar_plugin.extract import extract_graph
+
+        graph = source if isinstance(source, ArchGraph) else extract_graph(source)
     if isinstance(source, ArchGraph):
-        return f"graph:{source.metadata.get('name') or source.graph_hash[:16]}"
-    return f"module:{type(source).__name__}"
+        name = source.metadata.get("name")
+        return f"graph:{name}@{graph.graph_hash[:12]}" if name else f"graph:{graph.graph_hash[:16]}"
+    return f"module:{type(source).__name__}@{graph.graph_hash[:12]}"
 
 
 def index_graph(graph: ArchGraph, key: str, metadata: Mapping[str, Any] | None = None,
@@ -120,15 +142,23 @@ def index_graph(graph: ArchGraph, key: str, metadata: Mapping[str, Any] | None =
 
 
 def index_model(source: Any, key: str | None = None, metadata: Mapping[str, Any] | None = None,
-                index: Any = None, example_inputs: Any = None) -> str:
+                index: Any = None, example_inputs: Any = None, *, replace: bool = False) -> str:
     """Extract, embed and index a model; returns its key.
+
+    Indexing the same architecture again under the same key is idempotent (its metadata is
+    refreshed). A key that already holds *another* architecture is never silently overwritten.
 
     Args:
         source: anything :func:`nar_plugin.extract_graph` accepts.
-        key: index key; default from :func:`default_key`.
+        key: index key; default from :func:`default_key` (content-derived for in-memory models).
         metadata: extra JSON-able metadata stored with the entry.
         index: an ``EmbeddingIndex`` or a path (default: the index under ``NAR_HOME``).
         example_inputs: for ``nn.Module`` sources.
+        replace: overwrite ``key`` even when it holds another architecture.
+
+    Raises:
+        KeyExistsError: ``key`` holds another architecture (another graph hash) and ``replace``
+            is false.
 
     Example:
         >>> nar_plugin.index_model("resnet50", key="timm:resnet50")
@@ -137,9 +167,17 @@ def index_model(source: Any, key: str | None = None, metadata: Mapping[str, Any]
     from nar_plugin.extract import extract_graph
 
     graph = source if isinstance(source, ArchGraph) else extract_graph(source, example_inputs)
-    key = key or default_key(source)
+    key = key or default_key(source, graph)
+    idx = open_index(index)
+    existing = idx.get(key)
+    if (existing is not None and not replace and existing.graph_hash
+            and existing.graph_hash != graph.graph_hash):
+        raise KeyExistsError(key, existing.id, message=(
+            f"key {key!r} already holds another architecture (graph hash {existing.graph_hash[:12]}, "
+            f"this model's is {graph.graph_hash[:12]}); pass replace=True (`nar index add --replace`) "
+            "to overwrite it, or give another key"))
     uri = str(source) if isinstance(source, (str, Path)) else None
-    index_graph(graph, key, metadata, index=index, uri=uri)
+    index_graph(graph, key, metadata, index=idx, uri=uri)
     return key
 
 
@@ -165,6 +203,28 @@ def _resolve_query(query: Any, idx: Any, example_inputs: Any = None) -> resolver
     return resolvers.ResolvedQuery(embed_graph(graph), {"description": describe_graph(graph)}, (), graph.graph_hash)
 
 
+def _within(where: Any, scope: Callable[[Any], bool] | None) -> Any:
+    """The caller's ``where`` filter, narrowed to the entries a resolved query may be answered
+    with (``scope``; e.g. one tracking server's MLflow entries)."""
+    if scope is None:
+        return where
+    if where is None:
+        return scope
+    from nar_plugin.index.filters import compile_filter
+
+    compile_filter(where)  # the caller's filter is checked as if it were used alone
+    if isinstance(where, str):
+        return lambda e: e.key.startswith(where) and scope(e)
+    if isinstance(where, Mapping):
+        def wanted(value: Any, allowed: Any) -> bool:
+            if isinstance(allowed, (list, tuple, set, frozenset)):
+                return value in allowed
+            return value is None if allowed is None else value == allowed
+
+        return lambda e: all(wanted(getattr(e, col), v) for col, v in where.items()) and scope(e)
+    return lambda e: where(e) and scope(e)
+
+
 def find_similar(query: Any, k: int = 10, relation: str | None = None, where: Any = None,
                  index: Any = None, thresholds: Thresholds | None = None) -> list[Match]:
     """Rank indexed models by architectural similarity to ``query``.
@@ -173,7 +233,7 @@ def find_similar(query: Any, k: int = 10, relation: str | None = None, where: An
         query: an index key; a query an integration resolves (an MLflow run id, model id or
             ``models:/name/version`` URI); or any source :func:`nar_plugin.extract_graph`
             accepts.
-        k: number of matches.
+        k: number of matches (an int >= 1).
         relation: keep only matches with at least this relation (``"near-duplicate"`` keeps
             identical and near-duplicates).
         where: filter passed to :meth:`EmbeddingIndex.search` (dict of column values, key prefix
@@ -184,18 +244,24 @@ def find_similar(query: Any, k: int = 10, relation: str | None = None, where: An
     Returns:
         Matches sorted by decreasing score (larger = closer). The query itself, and entries
         folded into it, are excluded; an entry folded into another indexed entry is shown once,
-        as that entry (see :mod:`nar_plugin.search.resolvers`).
+        as that entry (see :mod:`nar_plugin.search.resolvers`). A query an integration resolves
+        may narrow the candidates (``ResolvedQuery.scope``): an MLflow id is answered with its
+        own tracking server's MLflow entries only (and every non-MLflow entry).
 
     Raises:
         KeyNotFoundError: a key-shaped query that is not indexed, or an id nothing resolves.
+        InvalidQueryError: ``k`` is not an int >= 1, or ``where`` is malformed.
         ValueError: ``relation`` is not a relation name.
     """
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise InvalidQueryError(f"k must be an int >= 1 (the number of matches), found {k!r}")
+    k = int(k)
     allowed = at_least(relation)
     idx = open_index(index)
     th = thresholds or load_thresholds()
     q = _resolve_query(query, idx)
     fetch = (k if relation is None else max(k * 5, 50)) + _FOLD_SLACK
-    hits = idx.search(q.vector, k=fetch, filter=where, exclude_keys=q.exclude_keys)
+    hits = idx.search(q.vector, k=fetch, filter=_within(where, q.scope), exclude_keys=q.exclude_keys)
     by_key = {h.key: h for h in hits}
     out: list[Match] = []
     for item in resolvers.fold([h.entry for h in hits], lambda key: idx.get(key) is not None, q.exclude_keys):

@@ -76,12 +76,15 @@ class ResolvedQuery:
         info: ``{"description": describe_graph(...)}`` and any metadata (used by ``explain``).
         exclude_keys: the query's own entries; entries that fold into one of them are left out too.
         graph_hash: the query's architecture hash (``identical`` matches share it).
+        scope: entries the query may be answered with (``None``: all), e.g. those of the
+            tracking server the query was asked of; applied with the caller's ``where``.
     """
 
     vector: Any
     info: dict[str, Any]
     exclude_keys: tuple[str, ...] = ()
     graph_hash: str | None = None
+    scope: Callable[[Any], bool] | None = None
 
 
 #: ``resolve(query, index) -> ResolvedQuery``; raises ``KeyNotFoundError`` for an unknown id.

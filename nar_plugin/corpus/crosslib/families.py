@@ -149,6 +149,8 @@ EXPLICIT: dict[str, dict[str, tuple[str, str]]] = {
 
 _RESNET_ROOTS = "resnet|preresnet|seresnet"
 #: Regular rules per library (after :data:`EXPLICIT`).
+# One table per library: the rows are alike in shape on purpose (data, not logic; see
+# docs/architecture.md, "Layout decisions").
 RULES: dict[str, Sequence[Rule]] = {
     "pytorchcv": (
         Rule(r"resnet(\d+)b?", "resnet", "resnet{1}"),

@@ -10,6 +10,7 @@ motif samplings (the encoder's and the description's).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,12 @@ def _skip(client: Any, model_id: str, tags: dict[str, str]) -> dict[str, str]:
     return tags
 
 
-def index_logged_model(client: Any, model_id: str, local_dir: str | Path) -> dict[str, str]:
+def index_logged_model(client: Any, model_id: str, local_dir: str | Path, *,
+                       extract: Callable[[Path], Any] | None = None) -> dict[str, str]:
     """Extract, embed, tag and index one logged model from its saved directory.
+
+    ``extract(model_dir) -> ArchGraph`` replaces in-process extraction (the webhook receiver
+    passes :func:`~nar_plugin.integrations.receiving.extract_in_sandbox`: a sandboxed subprocess).
 
     Returns the tags written. Skips (``nar.status=skipped:<reason>``) pickle-only models unless
     ``NAR_TRUST_PICKLE=true`` and graphs over ``NAR_MAX_NODES``. The tags are written first:
@@ -59,7 +64,7 @@ def index_logged_model(client: Any, model_id: str, local_dir: str | Path) -> dic
     from nar_plugin.search.results import describe_graph
 
     try:
-        graph = graph_from_mlflow_dir(local_dir)
+        graph = (extract or graph_from_mlflow_dir)(Path(local_dir))
     except PickleOnlyModelError:
         logger.info("nar-plugin: model %s is pickle-only; skipped (NAR_TRUST_PICKLE=true to read it)", model_id)
         return _skip(client, model_id, {TAG_STATUS: "skipped:pickle"})
@@ -78,38 +83,66 @@ def index_logged_model(client: Any, model_id: str, local_dir: str | Path) -> dic
     return tags
 
 
-def download_model_files(client: Any, model_id: str) -> Path:
-    """Download only what extraction reads (MLmodel, pt2 archive / ONNX file / config.json)."""
+def download_model_files(client: Any, model_id: str, dest: str | Path | None = None, *,
+                         pickles: bool = False) -> Path:
+    """Download only what extraction reads: ``MLmodel`` and the graph file (``data/*.pt2``, the
+    ONNX file named by the flavor, ``config.json``), never other weights.
+
+    Args:
+        dest: folder to download into (default: a new temporary folder the caller removes).
+        pickles: a pytorch model saved as a pickle is downloaded (only for a caller that will
+            unpickle it: ``NAR_TRUST_PICKLE=true``, in-process); else it raises.
+
+    Raises:
+        PickleOnlyModelError: the pytorch model is pickle-only and ``pickles`` is false (nothing
+            of it was downloaded).
+    """
     import tempfile
 
     from mlflow.artifacts import download_artifacts
 
+    from nar_plugin.errors import PickleOnlyModelError
     from nar_plugin.extract.mlflow_model import read_mlmodel
 
     base = client.get_logged_model(model_id).artifact_location.rstrip("/")
-    out = Path(tempfile.mkdtemp(prefix="nar-mlflow-"))
+    out = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix="nar-mlflow-"))
     download_artifacts(artifact_uri=f"{base}/MLmodel", dst_path=str(out))
     flavors = read_mlmodel(out).get("flavors") or {}
     wanted: list[str] = []
-    if "pytorch" in flavors:
-        wanted.append("data")
-    if "onnx" in flavors and isinstance(flavors["onnx"], dict) and flavors["onnx"].get("data"):
-        wanted.append(flavors["onnx"]["data"])
+    if "pytorch" in flavors:  # the pt2 archive only: data/ of a pickled model holds model.pth
+        files = [f.path for f in client.list_logged_model_artifacts(model_id, "data") if not f.is_dir]
+        archives = [f for f in files if f.endswith(".pt2")]
+        if not archives and not pickles and any(f.endswith((".pth", "/model.pt")) for f in files):
+            raise PickleOnlyModelError(f"model {model_id} is a pickled pytorch model; it was not downloaded "
+                                       "(reading it would run arbitrary code)")
+        wanted += archives or files
+    onnx = flavors.get("onnx")
+    if isinstance(onnx, dict) and isinstance(onnx.get("data"), str) and _inside(onnx["data"]):
+        wanted.append(onnx["data"])
     if "transformers" in flavors:
         wanted.append("model/config.json")
     for rel in wanted:
         try:
-            download_artifacts(artifact_uri=f"{base}/{rel}", dst_path=str(out))
+            download_artifacts(artifact_uri=f"{base}/{rel}", dst_path=str(out / Path(rel).parent))
         except Exception as e:  # noqa: BLE001 - missing optional piece: extraction will say what's absent
             logger.debug("could not download %s of %s: %s", rel, model_id, e)
     return out
 
 
-def embedding_for_model(client: Any, model_id: str) -> tuple[Any, str | None]:
+def _inside(rel: str) -> bool:
+    """A relative artifact path that stays inside the model folder (no ``..``, not absolute)."""
+    p = Path(rel)
+    return bool(rel) and not p.is_absolute() and ".." not in p.parts and "\\" not in rel
+
+
+def embedding_for_model(client: Any, model_id: str, *,
+                        extract: Callable[[Path], Any] | None = None) -> tuple[Any, str | None]:
     """``(vector, graph_hash)`` of a LoggedModel, from its tags or by extracting.
 
     A model logged before nar-plugin was installed (or by another encoder) has no usable tags:
-    its graph files are downloaded (never its pickles), embedded, and the tags are back-filled.
+    its graph file is downloaded (never its pickles) into a temporary folder that is removed
+    afterwards, embedded (``extract`` as for :func:`index_logged_model`), and the tags are
+    back-filled.
 
     Raises:
         KeyNotFoundError: the model has no embeddable graph.
@@ -119,7 +152,18 @@ def embedding_for_model(client: Any, model_id: str) -> tuple[Any, str | None]:
 
     tags = dict(client.get_logged_model(model_id).tags)
     if not tags.get(TAG_EMBEDDING) or tags.get(TAG_ENCODER) != encoder_version():
-        tags = index_logged_model(client, model_id, download_model_files(client, model_id))
+        import tempfile
+
+        from nar_plugin.config import NAR_TRUST_PICKLE
+        from nar_plugin.errors import PickleOnlyModelError
+
+        with tempfile.TemporaryDirectory(prefix="nar-mlflow-") as tmp:
+            try:  # pickles only for in-process extraction the user opted into
+                local = download_model_files(client, model_id, tmp, pickles=extract is None and NAR_TRUST_PICKLE.get())
+            except PickleOnlyModelError:
+                tags = _skip(client, model_id, {TAG_STATUS: "skipped:pickle"})
+            else:
+                tags = index_logged_model(client, model_id, local, extract=extract)
         if TAG_EMBEDDING not in tags:
             raise KeyNotFoundError(f"model {model_id} has no embeddable graph ({TAG_STATUS}={tags.get(TAG_STATUS)})")
     return decode_embedding(tags[TAG_EMBEDDING]), tags.get(TAG_GRAPH_HASH)

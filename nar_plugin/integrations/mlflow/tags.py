@@ -80,7 +80,10 @@ def set_model_and_run_tags(client: Any, model_id: str, tags: dict[str, str]) -> 
 
 
 def model_metadata(lm: Any, tracking_uri: str | None) -> dict[str, Any]:
-    """Index metadata for a LoggedModel: ids, names, experiment, and the user's own tags."""
+    """Index metadata for a LoggedModel: ids, names, experiment, tracking server (``server``:
+    :func:`~nar_plugin.integrations.mlflow.keys.server_id`), and the user's own tags."""
+    from nar_plugin.integrations.mlflow.keys import server_id
+
     user_tags = {k: v for k, v in (lm.tags or {}).items()
                  if not k.startswith(("mlflow.", "nar.")) and len(v) <= 256}
     return {
@@ -89,6 +92,7 @@ def model_metadata(lm: Any, tracking_uri: str | None) -> dict[str, Any]:
         "experiment_id": lm.experiment_id,
         "model_name": lm.name,
         "tracking_uri": tracking_uri,
+        "server": server_id(tracking_uri) if tracking_uri else None,
         "created_ms": lm.creation_timestamp,
         "tags": user_tags,
     }
@@ -96,7 +100,7 @@ def model_metadata(lm: Any, tracking_uri: str | None) -> dict[str, Any]:
 
 def version_metadata(mv: Any, tracking_uri: str | None) -> dict[str, Any]:
     """Index metadata for a model version (``model_id`` links it to its LoggedModel)."""
-    from nar_plugin.integrations.mlflow.keys import model_id_from_source
+    from nar_plugin.integrations.mlflow.keys import model_id_from_source, server_id
 
     return {
         "registered_name": mv.name,
@@ -104,6 +108,7 @@ def version_metadata(mv: Any, tracking_uri: str | None) -> dict[str, Any]:
         "model_id": getattr(mv, "model_id", None) or model_id_from_source(mv.source),
         "run_id": mv.run_id,
         "tracking_uri": tracking_uri,
+        "server": server_id(tracking_uri) if tracking_uri else None,
         "uri": f"models:/{mv.name}/{mv.version}",
         "created_ms": mv.creation_timestamp,
     }
