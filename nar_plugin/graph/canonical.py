@@ -91,6 +91,16 @@ def _consumers(nodes: list[Node]) -> list[list[int]]:
     return cons
 
 
+def _absorb_scale(nodes: list[Node], cons: list[list[int]], out: int, absorbed: set[int]) -> int:
+    """A trailing multiply by a learned scale (a parameter: one data input) belongs to the op that
+    ``out`` ends; returns the op's new last node and adds the old one to ``absorbed``."""
+    c = cons[out]
+    if len(c) == 1 and nodes[c[0]].op == "mul" and nodes[c[0]].inputs == [out]:
+        absorbed.add(out)
+        return c[0]
+    return out
+
+
 def _kill(nodes: list[Node], ids: set[int] | list[int]) -> None:
     for d in ids:
         nodes[d] = Node(DEAD, NO_ATTRS, [])
@@ -205,12 +215,7 @@ def _fuse_rms_norm(nodes: list[Node]) -> None:
         muls = [c for c in cons[inv] if nodes[c].op in norm_ops]
         if len(muls) != 1 or set(nodes[muls[0]].inputs) != {x, inv}:
             continue
-        out = muls[0]
-        # optional trailing multiply by the learned scale (a parameter: one data input)
-        c2 = cons[out]
-        if len(c2) == 1 and nodes[c2[0]].op == "mul" and nodes[c2[0]].inputs == [out]:
-            dead.add(out)
-            out = c2[0]
+        out = _absorb_scale(nodes, cons, muls[0], dead)
         nodes[out] = Node("rms_norm", NO_ATTRS, [x])
         _kill(nodes, dead - {out})
     # the written-out form has no width to give, so no rms_norm carries one (nn.RMSNorm,
@@ -295,11 +300,7 @@ def _fuse_gelu(nodes: list[Node], cons: list[list[int]], anchor: int) -> None:
             if extra != [x]:
                 inside.add(extra[0])
             inside.add(nxt)
-            out = nxt
-            c = cons[out]
-            if len(c) == 1 and nodes[c[0]].op == "mul" and nodes[c[0]].inputs == [out]:
-                inside.add(out)
-                out = c[0]
+            out = _absorb_scale(nodes, cons, nxt, inside)
             nodes[out] = Node("gelu", NO_ATTRS, [x])
             _kill(nodes, inside - {out})
             return
