@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from nar_plugin.evaluation.metrics import retrieval_metrics
 from nar_plugin.extract import extract_graph
@@ -68,14 +67,8 @@ def test_post_and_pre_norm_blocks_use_the_same_ops(wiring) -> None:
     assert {op: pre[op] / 4 for op in per_layer} == {"attention": 1, "layer_norm": 9 / 4, "add": 2, "gelu": 1}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 14 folds v1's BatchNorms into its convs, so the op histogram now separates ResNet v1 "
-    "from v2 (MAP@10 0.569 -> 0.758) while the shipped encoder, trained on unfolded graphs, stays "
-    "at 0.740; re-check (and remove this mark) after the issue-16 retrain"))
 def test_nar_tells_wiring_apart_where_op_counts_cannot(wiring) -> None:
-    """Shipped weights: each ResNet v1/v2 model's nearest neighbour is in its own family (their
-    op histograms are identical), and NAR beats the op histogram on the whole fixture."""
-    from nar_plugin.evaluation.baselines import histogram_embed
+    """Shipped weights: each ResNet v1/v2 model's nearest neighbour is in its own family."""
     from nar_plugin.model.inference import embed_many
 
     names = list(wiring)
@@ -87,6 +80,20 @@ def test_nar_tells_wiring_apart_where_op_counts_cannot(wiring) -> None:
     for i, name in enumerate(names):
         if name.startswith("resnet-v"):
             assert fams[int(sim[i].argmax())] == fams[i], name
-    nar = retrieval_metrics(emb, fams, ks=(10,))["MAP@10"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 16 (floor not yet shipped): with BatchNorm folded into convs (issue 14) ResNet v1 and v2 "
+    "no longer share an op histogram, and the histogram scores 0.758 MAP@10 on this fixture; the "
+    "encoder retrained on the folded IR scores 0.697. Remove this mark when the shipped embedding "
+    "is at least the histogram + 0.1 here"))
+def test_nar_beats_the_op_histogram_on_the_wiring_fixture(wiring) -> None:
+    from nar_plugin.evaluation.baselines import histogram_embed
+    from nar_plugin.model.inference import embed_many
+
+    names = list(wiring)
+    fams = [wiring[n][0] for n in names]
+    graphs = [wiring[n][1] for n in names]
+    nar = retrieval_metrics(embed_many(graphs), fams, ks=(10,))["MAP@10"]
     hist = retrieval_metrics(histogram_embed(graphs), fams, ks=(10,))["MAP@10"]
     assert nar >= hist + 0.1, (nar, hist)
