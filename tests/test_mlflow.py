@@ -77,6 +77,21 @@ def test_pytorch_pt2_log_model_is_tagged_and_indexed(tracking: str) -> None:
     assert entry is not None and entry.metadata["run_id"] == run.info.run_id
 
 
+def test_onnx_export_of_a_logged_model_is_identical(tracking: str, tmp_path: Path) -> None:
+    """The README's headline: `check_duplicate("model.onnx")` on the normal ONNX export (eval mode,
+    BatchNorm folded by the exporter) of a model logged to MLflow finds that logged model."""
+    import nar_plugin
+
+    model = _resnet("resnet18").eval()
+    with mlflow.start_run():
+        info = _log_torch(model, X)
+    path = tmp_path / "resnet18.onnx"
+    torch.onnx.export(model, (X,), str(path), dynamo=False)  # the legacy default: constant folding on
+    report = nar_plugin.check_duplicate(str(path))
+    assert report.is_duplicate and report.relation == "identical", report
+    assert report.best is not None and report.best.key.endswith(info.model_id), report.best
+
+
 def test_onnx_log_model_is_tagged(tracking: str, tmp_path: Path) -> None:
     import onnx
 
