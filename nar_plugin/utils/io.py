@@ -21,20 +21,27 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atom
            "fsync_dir", "read_versioned_json", "write_versioned_json"]
 
 
-_UMASK: int | None = None
+def _read_umask() -> int:
+    """The process umask, read without changing it where Linux allows (``/proc``); elsewhere
+    ``os.umask`` must set it to read it, which briefly races with threads creating files."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
 
 
 def _default_mode(dest: Path) -> int:
     """The mode a plain ``open(dest, "w")`` would give: the old file's, else 0o666 less the umask."""
-    global _UMASK
     try:
         return dest.stat().st_mode & 0o7777
     except OSError:
         pass
-    if _UMASK is None:  # os.umask can only be read by setting it; do it once
-        _UMASK = os.umask(0o022)
-        os.umask(_UMASK)
-    return 0o666 & ~_UMASK
+    return 0o666 & ~_read_umask()
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
