@@ -19,14 +19,14 @@ PKG = Path(__file__).resolve().parents[1] / "nar_plugin"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "config", "utils"),
     ("graph",),
-    ("extract", "motifs"),
+    ("extract", "motifs", "lineage"),
     ("corpus",),
     ("model",),
     ("training", "evaluation"),
     ("index",),
     ("search",),
     ("integrations",),
-    ("apps", "mlflow", "hf"),
+    ("apps", "mlflow", "hf", "bulk"),
     ("cli",),
 )
 #: Siblings in one layer that must not import each other at all.
@@ -255,7 +255,7 @@ def test_import_nar_plugin_is_light() -> None:
 
     code = (
         "import sys, nar_plugin, nar_plugin.cli, nar_plugin.mlflow, nar_plugin.hf\n"
-        "heavy = [m for m in ('torch', 'mlflow', 'transformers', 'huggingface_hub', 'timm', 'faiss')"
+        "heavy = [m for m in ('torch', 'mlflow', 'transformers', 'huggingface_hub', 'timm', 'faiss', 'ray')"
         " if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
