@@ -21,6 +21,7 @@ __all__ = [
     "EagerRecord",
     "eager_ok",
     "eager_run",
+    "example_candidates",
     "fast_meta_mode",
     "infer_example_inputs",
     "is_meta_module",
@@ -54,25 +55,13 @@ def _device(module: Any) -> Any:
 _SPATIAL_CANDIDATES = (224, 32, 28, 64, 96, 128, 256, 299, 512, 16)
 
 
-def infer_example_inputs(module: Any, record: EagerRecord | None = None) -> tuple[Any, ...]:
-    """Guess example inputs from the model's config or its first layer.
-
-    timm models carry ``pretrained_cfg["input_size"]``; otherwise the first leaf layer decides
-    (conv: channels x a spatial size that runs, linear: features, embedding: token ids,
-    recurrent: a short sequence). Candidates are checked by an eager forward on meta tensors.
-
-    Args:
-        module: the model.
-        record: filled with the leaf calls of the successful forward (see :func:`eager_run`), so
-            a caller that needs that forward anyway does not run it twice.
-
-    Raises:
-        ExampleInputsError: nothing sensible could be inferred; pass ``example_inputs``.
-    """
+def example_candidates(module: Any, device: Any) -> tuple[list[tuple[Any, ...]], Any]:
+    """Candidate example inputs on ``device`` (see :func:`infer_example_inputs`), most likely
+    first, and the first leaf layer they were derived from (``None`` when none is recognised)."""
     import torch
-    import torch.nn as nn
+    from torch import nn
 
-    dev = _device(module)
+    dev = device
     cands: list[tuple[Any, ...]] = []
     cfg = getattr(module, "pretrained_cfg", None) or getattr(module, "default_cfg", None)
     if isinstance(cfg, dict) and cfg.get("input_size"):
@@ -94,6 +83,25 @@ def infer_example_inputs(module: Any, record: EagerRecord | None = None) -> tupl
         cands.append((torch.zeros(shape, device=dev),))
     elif isinstance(first, (nn.LayerNorm,)):
         cands.append((torch.zeros((1, 16, *first.normalized_shape), device=dev),))
+    return cands, first
+
+
+def infer_example_inputs(module: Any, record: EagerRecord | None = None) -> tuple[Any, ...]:
+    """Guess example inputs from the model's config or its first layer.
+
+    timm models carry ``pretrained_cfg["input_size"]``; otherwise the first leaf layer decides
+    (conv: channels x a spatial size that runs, linear: features, embedding: token ids,
+    recurrent: a short sequence). Candidates are checked by an eager forward on meta tensors.
+
+    Args:
+        module: the model.
+        record: filled with the leaf calls of the successful forward (see :func:`eager_run`), so
+            a caller that needs that forward anyway does not run it twice.
+
+    Raises:
+        ExampleInputsError: nothing sensible could be inferred; pass ``example_inputs``.
+    """
+    cands, first = example_candidates(module, _device(module))
     last: tuple[tuple[Any, ...], Exception] | None = None
     for args in cands:
         try:

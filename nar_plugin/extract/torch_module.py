@@ -18,7 +18,7 @@ import operator
 from collections import Counter
 from typing import Any
 
-from nar_plugin.errors import GraphExtractionError, NarError
+from nar_plugin.errors import ExampleInputsError, GraphExtractionError, NarError
 from nar_plugin.extract.leaves import is_leaf, leaf_table
 from nar_plugin.extract.meta import (
     EagerRecord,
@@ -67,7 +67,7 @@ def _trace_graph(module: Any, num_args: int = 1) -> Any:
             concrete[p.name] = p.default
 
     class _Tracer(torch.fx.Tracer):
-        def is_leaf_module(self, m: Any, qualname: str) -> bool:  # noqa: ARG002
+        def is_leaf_module(self, m: Any, qualname: str) -> bool:
             return is_leaf(m)
 
     return _Tracer().trace(module, concrete_args=concrete or None)
@@ -282,7 +282,7 @@ def _try_fx(module: Any, args: tuple[Any, ...], record: EagerRecord | None, trac
         return _fx_to_graph(module, graph, shapes, meta)
     except NarError:
         raise  # a budget or timeout: stop, do not try the next tracer
-    except Exception as e:  # noqa: BLE001 - any tracer failure -> next tracer
+    except Exception as e:
         attempts["fx"] = _first_line(e)
         if tracer == "fx":
             raise GraphExtractionError(f"torch.fx could not trace {meta['name']}: {attempts['fx']}", attempts) from e
@@ -296,7 +296,10 @@ def graph_from_module(module: Any, example_inputs: Any = None, tracer: str = "au
     Args:
         module: the model (meta or real weights; it is not modified).
         example_inputs: a tensor or tuple of tensors; inferred when ``None``.
-        tracer: ``"auto"`` (fx when faithful, else export), ``"fx"`` or ``"export"``.
+        tracer: ``"auto"`` (fx when faithful, else export), ``"fx"`` or ``"export"``. When the
+            meta-device tracers fail on a module with real parameters (``"auto"`` / ``"export"``),
+            it is traced with its own tensors (:mod:`~nar_plugin.extract.real`: ``export-real``,
+            then ``eager-real``); ``metadata["tracer"]`` names the tracer that made the graph.
         metadata: extra provenance stored on the graph.
         example_kwargs: keyword inputs (HF models), export path only.
 
@@ -305,7 +308,9 @@ def graph_from_module(module: Any, example_inputs: Any = None, tracer: str = "au
         GraphExtractionError: every tracer failed; ``attempts`` says why each did.
     """
     meta = {"name": type(module).__name__, **(metadata or {})}
-    if not is_meta_module(module) and any(True for _ in module.parameters()):
+    user_module, user_inputs = module, example_inputs
+    real = not is_meta_module(module)
+    if real and any(True for _ in module.parameters()):
         module = meta_copy(module)
         if example_inputs is not None:
             example_inputs = meta_args(example_inputs if isinstance(example_inputs, tuple) else (example_inputs,))
@@ -317,9 +322,17 @@ def graph_from_module(module: Any, example_inputs: Any = None, tracer: str = "au
     try:
         with quiet_torch():
             return _extract_module(module, example_inputs, tracer, meta, example_kwargs)
+    except (GraphExtractionError, ExampleInputsError) as e:
+        if not real or tracer == "fx":
+            raise  # a meta module has no tensors of its own to trace with
+        logger.info("meta tracing failed for %s (%s); tracing it with its own tensors", meta["name"], e)
+        failure: NarError = e
     finally:
         for m in training:
             m.training = True
+    from nar_plugin.extract.real import graph_from_real_module
+
+    return graph_from_real_module(user_module, user_inputs, example_kwargs, meta, failure)
 
 
 def _extract_module(module: Any, example_inputs: Any, tracer: str, meta: dict[str, Any],
@@ -344,7 +357,7 @@ def _extract_module(module: Any, example_inputs: Any, tracer: str, meta: dict[st
         ep = trace_export(module, args, example_kwargs)
     except NarError:
         raise
-    except Exception as e:  # noqa: BLE001 - every tracer failed: one typed error with the reasons
+    except Exception as e:
         attempts["export"] = _first_line(e)
         raise GraphExtractionError(
             f"could not trace {meta['name']}: " + "; ".join(f"{k}: {v}" for k, v in attempts.items()),

@@ -17,7 +17,10 @@ exporters, optimisers and coding styles do differently:
    exporters and optimisers (torch.onnx with constant folding, onnxscript, onnxruntime's
    Conv+BN / Conv+Mul / MatMul+Scale fusions) do exactly this, and a folded graph cannot be
    unfolded, so the IR is the folded one on every path;
-5. **dead code**: nodes that do not reach an output are dropped.
+5. **coding style** (:mod:`~nar_plugin.graph.canonical_styles`, v3): concatenation chains,
+   global pooling written as a fixed-kernel pool, hard sigmoid / hard swish and layer norm
+   written out, separate q/k/v projections;
+6. **dead code**: nodes that do not reach an output are dropped.
 
 The passes only look at ops and data flow (constants and parameters are not nodes), so they run
 as well on a stored :class:`~nar_plugin.graph.ArchGraph` as on a fresh trace: graphs written by an
@@ -28,32 +31,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from nar_plugin.graph.canonical_nodes import DEAD, Node, consumers, kill
+from nar_plugin.graph.canonical_styles import STYLE_PASSES
 from nar_plugin.graph.vocab import NO_ATTRS, NodeAttrs
 
-__all__ = ["CANON_VERSION", "Node", "graph_nodes", "run_passes"]
+__all__ = ["CANON_VERSION", "DEAD", "Node", "consumers", "graph_nodes", "kill", "run_passes"]
 
 #: Version of the canonical passes, written into every graph's JSON. 1: attention, rms_norm,
 #: dead code. 2: + activation fusion and inference folding (batch_norm and constant scales into
-#: conv/linear, pad into conv). Graphs read with an older version are re-canonicalised (the
-#: passes are idempotent).
-CANON_VERSION = 2
-
-DEAD = "__dead__"
-
-
-class Node:
-    """One node of the list the passes rewrite: op, attributes, producer ids (sorted, unique)."""
-
-    __slots__ = ("attrs", "inputs", "op")
-
-    def __init__(self, op: str, attrs: NodeAttrs, inputs: list[int]) -> None:
-        self.op = op
-        self.attrs = attrs
-        self.inputs = inputs
-
-    def __repr__(self) -> str:
-        return f"Node({self.op!r}, {self.inputs})"
-
+#: conv/linear, pad into conv). 3: + coding-style invariance (:mod:`~nar_plugin.graph.canonical_styles`:
+#: concatenation chains, global pooling, hard sigmoid, written-out layer norm, q/k/v projections).
+#: Graphs read with an older version are re-canonicalised (the passes are idempotent).
+CANON_VERSION = 3
 
 def graph_nodes(ops: list[str], attrs: list[NodeAttrs], edges: Iterable[tuple[int, int]]) -> list[Node]:
     """The node list of a graph given as ops / attrs / edges (``src < dst``), for :func:`run_passes`."""
@@ -76,19 +65,17 @@ def run_passes(nodes: list[Node], rewrite: bool = True) -> tuple[list[str], list
         ``(ops, attrs, edges)`` of the canonical graph, nodes in the same relative order.
     """
     if rewrite:
+        for style_pass, early in STYLE_PASSES:
+            if early:
+                style_pass(nodes)
         _fuse_attention(nodes)
         _fuse_rms_norm(nodes)
         _fuse_activations(nodes)
         _fold_into_layers(nodes)
+        for style_pass, early in STYLE_PASSES:
+            if not early:
+                style_pass(nodes)
     return _finalise(nodes, _live(nodes))
-
-
-def _consumers(nodes: list[Node]) -> list[list[int]]:
-    cons: list[list[int]] = [[] for _ in nodes]
-    for i, n in enumerate(nodes):
-        for p in n.inputs:
-            cons[p].append(i)
-    return cons
 
 
 def _absorb_scale(nodes: list[Node], cons: list[list[int]], out: int, absorbed: set[int]) -> int:
@@ -99,11 +86,6 @@ def _absorb_scale(nodes: list[Node], cons: list[list[int]], out: int, absorbed: 
         absorbed.add(out)
         return c[0]
     return out
-
-
-def _kill(nodes: list[Node], ids: set[int] | list[int]) -> None:
-    for d in ids:
-        nodes[d] = Node(DEAD, NO_ATTRS, [])
 
 
 def _rewire(nodes: list[Node], alias: dict[int, int]) -> None:
@@ -133,7 +115,7 @@ def _fuse_attention(nodes: list[Node]) -> None:
     with it: the scaling of q and k, the conversion of a boolean mask into an additive one
     (ONNX does it in every layer, torch once, outside), and the NaN guard after the softmax.
     """
-    cons = _consumers(nodes)
+    cons = consumers(nodes)
 
     def private(p: int, ops: frozenset[str] | set[str]) -> bool:
         return nodes[p].op in ops and len(cons[p]) == 1
@@ -175,7 +157,7 @@ def _fuse_attention(nodes: list[Node]) -> None:
         for m in members:
             ins |= set(nodes[m].inputs)
         nodes[out] = Node("attention", NO_ATTRS, sorted(ins - members))
-        _kill(nodes, chain)
+        kill(nodes, chain)
 
 
 def _fuse_rms_norm(nodes: list[Node]) -> None:
@@ -184,7 +166,7 @@ def _fuse_rms_norm(nodes: list[Node]) -> None:
     ``rsqrt`` may also be written ``1 / sqrt`` (ONNX: Sqrt -> Reciprocal) or the normalisation
     ``x / sqrt(...)``.
     """
-    cons = _consumers(nodes)
+    cons = consumers(nodes)
     for i, n in enumerate(nodes):
         if n.op not in ("rsqrt", "sqrt") or len(n.inputs) != 1:
             continue
@@ -217,7 +199,7 @@ def _fuse_rms_norm(nodes: list[Node]) -> None:
             continue
         out = _absorb_scale(nodes, cons, muls[0], dead)
         nodes[out] = Node("rms_norm", NO_ATTRS, [x])
-        _kill(nodes, dead - {out})
+        kill(nodes, dead - {out})
     # the written-out form has no width to give, so no rms_norm carries one (nn.RMSNorm,
     # F.rms_norm and ONNX's RMSNormalization would otherwise differ from it)
     for i, n in enumerate(nodes):
@@ -233,7 +215,7 @@ _GELU_PARTS = frozenset({"mul", "div", "add", "sub", "pow", "erf", "tanh"})
 
 def _fuse_activations(nodes: list[Node]) -> None:
     """Written-out activations become the activation (see the module docstring)."""
-    cons = _consumers(nodes)
+    cons = consumers(nodes)
     for i, n in enumerate(nodes):
         if n.op in ("erf", "tanh"):
             _fuse_gelu(nodes, cons, i)
@@ -246,19 +228,19 @@ def _fuse_activations(nodes: list[Node]) -> None:
                 continue
             if gate.op in _GATED and gate.inputs == [x]:
                 nodes[i] = Node(_GATED[gate.op], NO_ATTRS, [x])
-                _kill(nodes, [g])
+                kill(nodes, [g])
                 break
             if gate.op == "sigmoid" and len(gate.inputs) == 1:  # x * sigmoid(1.702 x): quick GELU
                 s = gate.inputs[0]
                 if nodes[s].op == "mul" and nodes[s].inputs == [x] and len(cons[s]) == 1:
                     nodes[i] = Node("gelu", NO_ATTRS, [x])
-                    _kill(nodes, [g, s])
+                    kill(nodes, [g, s])
                     break
             if gate.op == "tanh" and len(gate.inputs) == 1:
                 sp = gate.inputs[0]
                 if nodes[sp].op == "softplus" and nodes[sp].inputs == [x] and len(cons[sp]) == 1:
                     nodes[i] = Node("mish", NO_ATTRS, [x])
-                    _kill(nodes, [g, sp])
+                    kill(nodes, [g, sp])
                     break
 
 
@@ -302,7 +284,7 @@ def _fuse_gelu(nodes: list[Node], cons: list[list[int]], anchor: int) -> None:
             inside.add(nxt)
             out = _absorb_scale(nodes, cons, nxt, inside)
             nodes[out] = Node("gelu", NO_ATTRS, [x])
-            _kill(nodes, inside - {out})
+            kill(nodes, inside - {out})
             return
         if extra:
             return
@@ -317,18 +299,21 @@ _FOLD_TARGETS = frozenset({"conv", "conv_transpose", "linear"})
 def _fold_into_layers(nodes: list[Node]) -> None:
     """``layer -> batch_norm | constant scale`` and ``pad -> conv`` lose the batch norm, scale or
     pad (see the module docstring)."""
-    cons = _consumers(nodes)
+    cons = consumers(nodes)
     alias: dict[int, int] = {}
     for i, n in enumerate(nodes):
         if len(n.inputs) != 1:
             continue
         p = n.inputs[0]
+        while p in alias and nodes[p].op != "pad":  # conv -> bn -> scale: both fold, in one sweep
+            p = alias[p]
         # a batch norm, or a constant scale (LayerScale), applied to a layer's output alone
-        bn = n.op in ("batch_norm", "mul", "div") and nodes[p].op in _FOLD_TARGETS and len(cons[p]) == 1
+        bn = (n.op in ("batch_norm", "mul", "div") and nodes[p].op in _FOLD_TARGETS and len(cons[p]) == 1
+              and len(cons[n.inputs[0]]) == 1)
         pad = n.op == "pad" and len(cons[i]) == 1 and nodes[cons[i][0]].op == "conv"
         if bn or pad:
             alias[i] = p
-    _kill(nodes, list(alias))
+    kill(nodes, list(alias))
     _rewire(nodes, alias)
 
 
