@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from nar_plugin.cli.bulk import index_bulk
 from nar_plugin.cli.hf import index_hf
 from nar_plugin.cli.options import index_option, json_option, tracking_uri_option
 from nar_plugin.cli.output import console, emit, note
@@ -146,3 +147,4 @@ def sync(path: str | None, tracking_uri: str | None, full: bool, as_json: bool) 
 
 
 index.add_command(index_hf)
+index.add_command(index_bulk)
