@@ -17,7 +17,9 @@ def test_committed_corpus_reproduces_the_training_split() -> None:
     card = json.loads((WEIGHTS_DIR / "nar-encoder.json").read_text())
     recorded = card["corpus"]
     cfg = TrainConfig()
-    entries = select_items(load_training_corpus(ROOT / "corpus"), cfg.max_nodes, cfg.max_per_family, card["seed"])
+    assert card["train_config"]["nas_fraction"] == cfg.nas_fraction
+    entries = select_items(load_training_corpus(ROOT / "corpus"), cfg.max_nodes, cfg.max_per_family, card["seed"],
+                           cfg.nas_fraction)
     split = make_split(entries, recorded["split"]["name"], card["seed"])
     assert len(entries) == recorded["items_used"]
     assert split.keys_hash == recorded["split"]["keys_hash"]

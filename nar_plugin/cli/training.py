@@ -89,9 +89,10 @@ def stats(out: str | None, markdown: bool) -> None:
 def train(corpus: str | None, out: str, device: str, epochs: int | None, seed: int, calibrate_only: bool) -> None:
     """train the NAR encoder (reproduces the shipped weights)
 
-    Then calibrates the relation thresholds (thresholds.json) on the same corpus.
+    Then calibrates the relation thresholds (thresholds.json) on the cross-library benchmark
+    (corpus/cross_library: the same networks written by different libraries).
     """
-    from nar_plugin.evaluation.calibrate import calibrate_from_corpus
+    from nar_plugin.evaluation.calibrate import calibrate_cross_library
 
     if not calibrate_only:
         from nar_plugin.training.loop import train_command
@@ -99,7 +100,7 @@ def train(corpus: str | None, out: str, device: str, epochs: int | None, seed: i
         kwargs = {} if epochs is None else {"epochs": epochs}
         result = train_command(corpus, out, seed=seed, device=device, **kwargs)
         click.echo(f"trained {result.encoder_version} in {result.seconds:.0f} s: {json.dumps(result.metrics)}")
-    th = calibrate_from_corpus(corpus, out, seed=seed)
+    th = calibrate_cross_library(out, seed=seed)
     click.echo(f"relation thresholds: {json.dumps(th)}")
 
 
@@ -121,15 +122,27 @@ _CORPUS_METHODS = "nar,histogram,wl,gcn,gat"
                    "aten_compute, add gcn,gat to train those)")
 @click.option("--gallery", type=click.Choice(["others", "all"]), default="others", show_default=True,
               help="cross-library only: search other libraries' models only, or every other model")
+@click.option("--leave-one-out", "leave_one_out", is_flag=True,
+              help="cross-library only: add NAR retrained without each query library (trains the missing "
+                   "encoders into --lolo-dir first, ~10 min each on 2 CPU cores)")
+@click.option("--lolo-dir", metavar="DIR", default=None,
+              help="where the leave-one-library-out encoders are kept (default: NAR_HOME/lolo)")
 @json_option
 def eval_command(corpus: str | None, methods: str, splits: str, seed: int, gnn_epochs: int, nar_epochs: int | None,
-                 out: str, benchmark: str, gallery: str, as_json: bool) -> None:
+                 out: str, benchmark: str, gallery: str, leave_one_out: bool, lolo_dir: str | None,
+                 as_json: bool) -> None:
     """NAR vs. baselines (GCN, GAT, WL, op histogram) on both splits of the corpus, or on the
     cross-library benchmark; Markdown table"""
     from nar_plugin.evaluation.runner import run_eval
 
     if benchmark == "cross-library":
-        _eval_cross_library(corpus, methods, gnn_epochs, gallery, out, as_json)
+        lolo = None
+        if leave_one_out:
+            from nar_plugin.evaluation.leave_one_out import leave_one_out_nar
+
+            lolo = leave_one_out_nar(lolo_dir, corpus, epochs=nar_epochs or 30, seed=seed,
+                                     log=(lambda s: None) if as_json else click.echo)
+        _eval_cross_library(corpus, methods, gnn_epochs, gallery, out, as_json, lolo)
         return
     res = run_eval(corpus, methods=methods.split(","), splits=splits.split(","), seed=seed, gnn_epochs=gnn_epochs,
                    nar_epochs=nar_epochs, out=out, log=(lambda s: None) if as_json else click.echo)
@@ -137,14 +150,14 @@ def eval_command(corpus: str | None, methods: str, splits: str, seed: int, gnn_e
 
 
 def _eval_cross_library(corpus: str | None, methods: str, gnn_epochs: int, gallery: str, out: str,
-                        as_json: bool) -> None:
+                        as_json: bool, lolo: Any = None) -> None:
     from pathlib import Path
 
     from nar_plugin.evaluation.cross_library_report import DEFAULT_REPORT_METHODS, cross_library_report
 
     chosen = DEFAULT_REPORT_METHODS if methods == _CORPUS_METHODS else tuple(m for m in methods.split(",") if m)
     res = cross_library_report(None, chosen, corpus=corpus, gnn_epochs=gnn_epochs, gallery=gallery,
-                               log=(lambda s: None) if as_json else click.echo)
+                               log=(lambda s: None) if as_json else click.echo, leave_one_out=lolo)
     Path(out).write_text(res["markdown"] + "\n")
     emit(as_json, {k: v for k, v in res.items() if k != "markdown"}, lambda: click.echo(res["markdown"]))
 

@@ -34,6 +34,7 @@ __all__ = [
     "THRESHOLDS_FORMAT",
     "THRESHOLDS_FORMAT_VERSION",
     "calibrate",
+    "calibrate_cross_library",
     "calibrate_from_corpus",
     "precision_recall_at",
     "read_thresholds",
@@ -166,3 +167,81 @@ def calibrate_from_corpus(corpus: str | Path | None = None, weights: str | Path 
     # beside the weights actually loaded (NAR_ENCODER_WEIGHTS when set and weights is None)
     write_thresholds(result, enc.path.parent / "thresholds.json", enc.version)
     return result
+
+
+def _threshold_for_precision(scores: np.ndarray, positive: np.ndarray, target: float) -> float | None:
+    """The lowest ``t`` whose precision is >= ``target`` (the most recall at that precision)."""
+    order = np.argsort(-scores, kind="stable")
+    s, p = scores[order], positive[order]
+    prec = np.cumsum(p) / np.arange(1, len(s) + 1)
+    ok = np.nonzero(prec >= target)[0]
+    return float(s[ok[-1]]) if len(ok) else None
+
+
+def _cross_pairs(emb: np.ndarray, items: Sequence[Any], keep: np.ndarray) -> dict[str, np.ndarray]:
+    """Pairs of items of two different libraries (both in ``keep``), identical graphs left out."""
+    idx = np.flatnonzero(keep)
+    iu = np.triu_indices(len(idx), k=1)
+    a, b = idx[iu[0]], idx[iu[1]]
+    lib = np.asarray([it.library for it in items])
+    hsh = np.asarray([it.graph.graph_hash for it in items])
+    sel = (lib[a] != lib[b]) & (hsh[a] != hsh[b])
+    a, b = a[sel], b[sel]
+    fam = np.asarray([it.family for it in items])
+    fine = np.asarray([it.fine for it in items])
+    return {"scores": np.einsum("ij,ij->i", emb[a], emb[b]).astype(np.float64),
+            "family": fam[a] == fam[b], "fine": fine[a] == fine[b]}
+
+
+def calibrate_cross_library(weights: str | Path | None = None, root: str | Path | None = None, seed: int = 0,
+                            near_precision: float = 0.9, write: bool = True) -> dict[str, Any]:
+    """Calibrate the thresholds on the cross-library benchmark (issue 16) and write them beside
+    the weights.
+
+    Pairs are models of two *different* libraries (identical graphs left out: they are
+    ``identical`` by hash). The families are split in two seeded halves: thresholds are chosen
+    on pairs within the first half and reported on both halves (the second is held out).
+
+    - ``related``: the best F1 for "same family";
+    - ``near_duplicate``: the lowest cosine at which "same fine label" (the same network written
+      by another library) reaches ``near_precision``; if none does, the best-F1 cosine for it.
+
+    Returns:
+        The thresholds, with precision / recall / F1 of each on the calibration half
+        (``*_calibration``) and on the held-out half (``*_held_out``).
+    """
+    from nar_plugin.corpus.crosslib import load_cross_library
+    from nar_plugin.model.inference import embed_many, load_encoder
+
+    items = load_cross_library(root)
+    enc = load_encoder(weights, reload=True)
+    emb = embed_many([it.graph for it in items], encoder=enc)
+    fams = sorted({it.family for it in items})
+    rng = np.random.default_rng(seed)
+    first = {fams[int(i)] for i in rng.permutation(len(fams))[: len(fams) // 2]}
+    in_first = np.asarray([it.family in first for it in items])
+    cal, held = _cross_pairs(emb, items, in_first), _cross_pairs(emb, items, ~in_first)
+    related = _best_f1(cal["scores"], cal["family"])
+    near = _threshold_for_precision(cal["scores"], cal["fine"], near_precision)
+    near_rule = f"lowest cosine with precision >= {near_precision} for same fine label across libraries"
+    if near is None:
+        near, near_rule = _best_f1(cal["scores"], cal["fine"]), "best F1 for same fine label across libraries"
+    near = max(near, related)
+    out: dict[str, Any] = {"related": round(related, 4), "near_duplicate": round(near, 4)}
+    for part, pairs in (("calibration", cal), ("held_out", held)):
+        for name, t, truth in (("related", related, "family"), ("near_duplicate", near, "fine")):
+            p, r = precision_recall_at(pairs["scores"], pairs[truth], t)
+            out[f"{name}_precision_{part}"] = round(p, 4)
+            out[f"{name}_recall_{part}"] = round(r, 4)
+            out[f"{name}_f1_{part}"] = round(2 * p * r / (p + r), 4) if p + r else 0.0
+        out[f"pairs_{part}"] = int(len(pairs["scores"]))
+    # the fields search.api reads / older readers expect
+    out["related_precision"], out["related_recall"] = out["related_precision_held_out"], out["related_recall_held_out"]
+    out["near_duplicate_precision"] = out["near_duplicate_precision_held_out"]
+    out["near_duplicate_recall"] = out["near_duplicate_recall_held_out"]
+    out["rules"] = {"related": "best F1 for same family across libraries", "near_duplicate": near_rule,
+                    "split": f"families halved with seed {seed}: chosen on one half, *_held_out on the other"}
+    out["sources"] = f"cross-library benchmark ({len(items)} models, {len({it.library for it in items})} libraries)"
+    if write:
+        write_thresholds(out, enc.path.parent / "thresholds.json", enc.version)
+    return out

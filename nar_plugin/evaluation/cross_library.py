@@ -75,7 +75,7 @@ class LeaveOneOut:
 METHODS: tuple[str, ...] = ("nar", "histogram", "histogram_attrs", "wl", "aten", "aten_compute", "gcn", "gat")
 #: Methods that need no training.
 DEFAULT_METHODS: tuple[str, ...] = ("nar", "histogram", "histogram_attrs", "wl", "aten", "aten_compute")
-_LABELS = {"nar": "NAR (shipped)", "histogram": "op histogram", "histogram_attrs": "op hist. + attributes",
+_LABELS = {"nar_lolo": "NAR (library held out)", "nar": "NAR (shipped)", "histogram": "op histogram", "histogram_attrs": "op hist. + attributes",
            "wl": "WL subtree", "aten": "ATen-op hist. (all)", "aten_compute": "ATen-op hist. (compute)",
            "gcn": "GCN", "gat": "GAT"}
 #: Columns where smaller is better.
@@ -132,7 +132,7 @@ def _train_gnn(conv: str, corpus: Any, epochs: int, seed: int) -> Embedder:
 
         corpus = default_corpus_dir()
     cfg = TrainConfig()
-    entries = select_items(load_training_corpus(corpus), cfg.max_nodes, cfg.max_per_family, seed)
+    entries = select_items(load_training_corpus(corpus), cfg.max_nodes, cfg.max_per_family, seed, cfg.nas_fraction)
     split = make_split(entries, "by_model", seed)
     t = time.time()
     model = train_gnn_baseline([e.graph for e in entries], [e.family for e in entries], split.train,

@@ -35,7 +35,8 @@ PAIRS: tuple[tuple[str, str], ...] = (
 
 def cross_library_report(root: str | Path | None = None, methods: Sequence[str] = DEFAULT_REPORT_METHODS, *,
                          corpus: str | Path | None = None, gnn_epochs: int = 20, gallery: str = "others",
-                         k: int = 10, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                         k: int = 10, log: Callable[[str], None] | None = None,
+                         leave_one_out: Any = None) -> dict[str, Any]:
     """Run the cross-library benchmark and render it.
 
     Args:
@@ -47,6 +48,9 @@ def cross_library_report(root: str | Path | None = None, methods: Sequence[str] 
         gallery: ``"others"`` (other libraries only) or ``"all"``.
         k: cut-off of MAP / MRR.
         log: where progress lines go (default: the module logger).
+        leave_one_out: a :class:`~nar_plugin.evaluation.cross_library.LeaveOneOut` NAR
+            (:func:`~nar_plugin.evaluation.leave_one_out.leave_one_out_nar`), reported as the
+            first column ``nar_lolo``.
 
     Returns:
         ``{"markdown": str, "rows": [...], "pairs": [...], "k": k, "gallery": gallery}``.
@@ -64,7 +68,9 @@ def cross_library_report(root: str | Path | None = None, methods: Sequence[str] 
         embedders[m] = make_embedder(m, corpus=corpus, gnn_epochs=gnn_epochs)
         if m in ("gcn", "gat"):
             say(f"{m}: trained in {time.time() - t:.0f} s")
-    res = run_cross_library(items, embedders, k=k, gallery=gallery)  # type: ignore[arg-type]
+    specs: dict[str, Any] = {"nar_lolo": leave_one_out} if leave_one_out is not None else {}
+    specs.update(embedders)
+    res = run_cross_library(items, specs, k=k, gallery=gallery)
     cov = coverage(root)
     libs = sorted({it.library for it in items})
     head = (f"{len(items)} models from {len(libs)} libraries, {len({it.family for it in items})} families; "

@@ -82,7 +82,7 @@ def run_eval(corpus: str | Path | None = None, methods: Sequence[str] = METHODS,
     if unknown:
         raise ValueError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
     cfg = TrainConfig()
-    entries = select_items(load_training_corpus(corpus), cfg.max_nodes, cfg.max_per_family, seed)
+    entries = select_items(load_training_corpus(corpus), cfg.max_nodes, cfg.max_per_family, seed, cfg.nas_fraction)
     labels = [e.family for e in entries]
     graphs = [e.graph for e in entries]
     log(f"{len(entries)} items, {len(set(labels))} families from {corpus}")

@@ -43,7 +43,19 @@ from nar_plugin.model.layers import (
 )
 from nar_plugin.motifs import MOTIF_VERSION, MotifConfig
 
-__all__ = ["EncoderConfig", "NAREncoder", "config_hash"]
+__all__ = ["EncoderConfig", "NAREncoder", "config_hash", "relative_width_columns"]
+
+
+def relative_width_columns(x: torch.Tensor) -> torch.Tensor:
+    """Node features with the width columns made relative: column 4 (``width_in`` bucket)
+    becomes ``16 + width_out - width_in`` (log2 ratio, clipped to ``1..31``; 0 when either width
+    is unknown) and column 5 (``width_out``) becomes 0. A copy; ``x`` is unchanged."""
+    out = x.clone()
+    wi, wo = x[:, 4], x[:, 5]
+    known = (wi > 0) & (wo > 0)
+    out[:, 4] = torch.where(known, (16 + wo - wi).clamp(1, 31), torch.zeros_like(wi))
+    out[:, 5] = 0
+    return out
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,17 @@ class EncoderConfig:
             node count (else a plain mean over macro nodes); max pooling is added either way.
         node_readout: also pool Fs's node states per architecture (mean + max) and concatenate
             them to the macro readout (a skip connection around Fm).
+        relative_widths: embed each conv/linear's width *change* (``log2(out / in)``) instead
+            of its absolute input and output widths. Absolute widths split families whose
+            members differ in width (the common case: ``mobilenet_v2_075`` / ``_100``) and make
+            a re-implementation with another stem width a stranger; the ratios (a bottleneck's
+            x4, an MBConv's x6) are what the design fixes.
+        sketch_dim: dimensions of the structural sketch appended to the learned vector
+            (:mod:`nar_plugin.model.sketch`; 0 = none). The shipped embedding is then
+            ``out_dim + sketch_dim`` wide: the learned part and the sketch, each unit norm,
+            weighted by ``sqrt(1 - sketch_weight)`` and ``sqrt(sketch_weight)``, so that the
+            cosine of two embeddings is ``(1 - w) * cos_learned + w * cos_sketch``.
+        sketch_weight: ``w`` above.
     """
 
     hidden: int = 64
@@ -88,6 +111,14 @@ class EncoderConfig:
     context_hops: int = 1
     size_weighted: bool = True
     node_readout: bool = True
+    relative_widths: bool = False
+    sketch_dim: int = 0
+    sketch_weight: float = 0.0
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the shipped embedding: the learned part plus the sketch."""
+        return self.out_dim + self.sketch_dim
 
     def __post_init__(self) -> None:
         if self.conv not in CONVS:
@@ -99,6 +130,11 @@ class EncoderConfig:
         for name in ("hidden", "out_dim", "motif_layers", "macro_layers", "max_size", "min_count"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, found {getattr(self, name)}")
+        if self.sketch_dim < 0 or self.sketch_dim % 2 or not 0.0 <= self.sketch_weight < 1.0:
+            raise ValueError("sketch_dim must be even and >= 0, sketch_weight in [0, 1); "
+                             f"found {self.sketch_dim}, {self.sketch_weight}")
+        if self.sketch_weight and not self.sketch_dim:
+            raise ValueError("sketch_weight needs sketch_dim > 0")
         if self.steps < 0 or self.context_hops < 1 or self.context_layers < 1 or self.num_classes < 0:
             raise ValueError("steps must be >= 0, context_hops and context_layers >= 1, "
                              f"num_classes >= 0; found {self}")
@@ -111,11 +147,17 @@ class EncoderConfig:
         """Rebuild a config; every field must be present (a missing one would silently take
         today's default, which may not be what the weights were trained with)."""
         known = set(cls.__dataclass_fields__)
+        data = {**_ADDED_LATER, **data}  # weights written before these fields existed
         unknown, missing = sorted(set(data) - known), sorted(known - set(data))
         if unknown or missing:
             raise ValueError(f"encoder config does not match this nar-plugin: unknown keys {unknown}, "
                              f"missing keys {missing}")
         return cls(**data)
+
+
+#: Fields added after the first shipped weights, with the value that reproduces those weights'
+#: behaviour: a weights JSON without them loads as before, and its config hash is unchanged.
+_ADDED_LATER: dict[str, Any] = {"relative_widths": False, "sketch_dim": 0, "sketch_weight": 0.0}
 
 
 def config_hash(config: EncoderConfig) -> str:
@@ -124,6 +166,9 @@ def config_hash(config: EncoderConfig) -> str:
     d.pop("num_classes")  # the classification head is training-only
     d.pop("context_layers")
     d.pop("context_hops")
+    for k, legacy in _ADDED_LATER.items():
+        if d[k] == legacy:
+            d.pop(k)
     text = json.dumps({"vocab": VOCAB_VERSION, "motif": MOTIF_VERSION, **d}, sort_keys=True)
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
@@ -170,7 +215,10 @@ class NAREncoder(nn.Module):
 
     # ----------------------------------------------------------------- parts
     def node_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[N, 6]`` long -> ``[N, hidden]``: op embedding + attribute embeddings."""
+        """``[N, 6]`` long -> ``[N, hidden]``: op embedding + attribute embeddings (with
+        ``relative_widths``, the width columns first become :func:`relative_width_columns`)."""
+        if self.config.relative_widths:
+            x = relative_width_columns(x)
         return embed_nodes(x, self.op_emb, self.attr_emb)
 
     def motif_node_states(self, batch: PreparedBatch, nodes: torch.Tensor | None = None) -> torch.Tensor:

@@ -4,7 +4,9 @@ The encoder is loaded lazily from ``nar_plugin/weights/nar-encoder.{pt,json}`` (
 give, or ``NAR_ENCODER_WEIGHTS``), once per process, without any network access; the checks on
 load are :func:`nar_plugin.model.weights.load_weights`'.
 
-Every embedding is float32, shape ``(128,)``, unit L2 norm, and comes with
+Every embedding is float32, shape ``(128,)``, unit L2 norm: the learned vector, and for
+encoders with a ``sketch_dim`` the structural sketch after it (:mod:`nar_plugin.model.sketch`,
+the floor of issue 16). It comes with
 :func:`encoder_version` (``nar-v<vocab>.m<motif>-<config hash>-<weights hash>``), which the
 index and the MLflow/HF tags record. Embedding is deterministic: eval mode, no dropout, no
 randomness, so identical architectures get identical embeddings.
@@ -155,18 +157,22 @@ def embed_many(
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, found {batch_size}")
+    from nar_plugin.model.sketch import compose
+
     enc = encoder or load_encoder()
     cfg = enc.config
     out: list[np.ndarray] = []
     for start in range(0, len(sources_or_graphs), batch_size):
-        prepared = []  # one batch at a time: prepared graphs of a whole corpus do not fit in memory
+        prepared, graphs = [], []  # one batch at a time: a whole corpus' prepared graphs do not fit in memory
         for src in sources_or_graphs[start:start + batch_size]:
             g = src if isinstance(src, ArchGraph) else _extract(src, example_inputs)
             _check_size(g)
+            graphs.append(g)
             prepared.append(prepare(g, steps=cfg.steps, max_size=cfg.max_size, min_count=cfg.min_count))
-        out.append(embed_prepared(enc.model, prepared, batch_size=len(prepared)))
+        learned = embed_prepared(enc.model, prepared, batch_size=len(prepared))
+        out.append(compose(learned, graphs, cfg.sketch_dim, cfg.sketch_weight))
     if not out:
-        return np.zeros((0, cfg.out_dim), dtype=np.float32)
+        return np.zeros((0, cfg.embedding_dim), dtype=np.float32)
     emb = np.concatenate(out).astype(np.float32, copy=False)
     # re-normalise in float32 so that every row is unit norm to float32 precision
     return emb / np.linalg.norm(emb, axis=1, keepdims=True)

@@ -47,6 +47,13 @@ class TrainConfig:
         num_threads: torch intra-op threads while training (1 is fastest on a shared 2-core
             CPU: the sparse products are memory bound); ``None`` keeps torch's setting.
         sources: corpus sources to load (``None``: all).
+        out_dim: width of the learned part of the embedding.
+        relative_widths, sketch_dim, sketch_weight: see
+            :class:`~nar_plugin.model.encoder.EncoderConfig` (the shipped embedding is
+            ``out_dim + sketch_dim`` wide).
+        nas_fraction: at most this fraction of the selected items come from the NAS sources
+            (whole NAS families are dropped, seeded; 0 = no cap). NAS cells are cheap to
+            generate and were 75% of the items: a model trained on them learns NAS wiring.
     """
 
     epochs: int = 30
@@ -83,6 +90,11 @@ class TrainConfig:
     eval_every: int = 5
     num_threads: int | None = 1
     sources: tuple[str, ...] | None = None
+    out_dim: int = 64
+    relative_widths: bool = True
+    sketch_dim: int = 64
+    sketch_weight: float = 0.8
+    nas_fraction: float = 0.2
 
     def __post_init__(self) -> None:
         if not (self.motif_loss or self.graph_loss or self.ce_loss):
@@ -91,10 +103,14 @@ class TrainConfig:
             raise ValueError(f"split must be 'by_model', 'by_family' or 'none', found {self.split!r}")
         if self.epochs < 0 or self.batch_size < 2 or self.per_family < 1:
             raise ValueError(f"need epochs >= 0, batch_size >= 2, per_family >= 1; found {self}")
+        if not 0.0 <= self.nas_fraction < 1.0:
+            raise ValueError(f"nas_fraction must be in [0, 1), found {self.nas_fraction}")
 
     def encoder_config(self, num_classes: int) -> EncoderConfig:
         return EncoderConfig(hidden=self.hidden, steps=self.steps, max_size=self.max_size,
                              min_count=self.min_count, num_classes=num_classes,
                              size_weighted=self.size_weighted, node_readout=self.node_readout,
                              motif_layers=self.motif_layers, macro_layers=self.macro_layers,
-                             node_layers=self.node_layers, conv=self.conv)
+                             node_layers=self.node_layers, conv=self.conv, out_dim=self.out_dim,
+                             relative_widths=self.relative_widths, sketch_dim=self.sketch_dim,
+                             sketch_weight=self.sketch_weight)

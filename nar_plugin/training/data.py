@@ -17,7 +17,7 @@ import numpy as np
 from nar_plugin.evaluation.splits import Split, split_by_family, split_by_model
 from nar_plugin.graph import ArchGraph
 
-__all__ = ["CorpusEntry", "load_training_corpus", "make_split", "pk_batches", "select_items"]
+__all__ = ["NAS_SOURCES", "CorpusEntry", "load_training_corpus", "make_split", "pk_batches", "select_items"]
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,15 @@ def _read_jsonl(path: Path, sources: Sequence[str] | None) -> list[CorpusEntry]:
     return out
 
 
+#: Corpus sources of generated NAS cells (capped by ``nas_fraction``).
+NAS_SOURCES = frozenset({"nas"})
+
+
 def select_items(entries: Sequence[CorpusEntry], max_nodes: int, max_per_family: int,
-                 seed: int) -> list[CorpusEntry]:
-    """Keep graphs with ``2..max_nodes`` nodes and at most ``max_per_family`` per family.
+                 seed: int, nas_fraction: float = 0.0) -> list[CorpusEntry]:
+    """Keep graphs with ``2..max_nodes`` nodes and at most ``max_per_family`` per family; then,
+    with ``nas_fraction > 0``, drop whole NAS families (seeded) until NAS items are at most that
+    fraction of the result.
 
     The per-family subsample is drawn with ``np.random.default_rng(seed)`` from the key-sorted
     members; the result is sorted by key.
@@ -106,8 +112,30 @@ def select_items(entries: Sequence[CorpusEntry], max_nodes: int, max_per_family:
             pick = np.sort(rng.choice(len(members), size=max_per_family, replace=False))
             members = [members[int(i)] for i in pick]
         out.extend(members)
+    if nas_fraction > 0:
+        out = _cap_nas(out, nas_fraction, rng)
     out.sort(key=lambda e: e.key)
     return out
+
+
+def _cap_nas(items: list[CorpusEntry], fraction: float, rng: np.random.Generator) -> list[CorpusEntry]:
+    nas_fams: dict[str, int] = {}
+    for e in items:
+        if e.source in NAS_SOURCES:
+            nas_fams[e.family] = nas_fams.get(e.family, 0) + 1
+    other = len(items) - sum(nas_fams.values())
+    if not other:  # a NAS-only corpus: nothing to balance against
+        return items
+    budget = int(fraction / (1.0 - fraction) * other)
+    names = sorted(nas_fams)
+    keep: set[str] = set()
+    used = 0
+    for i in rng.permutation(len(names)):
+        fam = names[int(i)]
+        if used + nas_fams[fam] <= budget:
+            keep.add(fam)
+            used += nas_fams[fam]
+    return [e for e in items if e.source not in NAS_SOURCES or e.family in keep]
 
 
 def make_split(entries: Sequence[CorpusEntry], name: str, seed: int, test_frac: float = 0.2) -> Split:

@@ -108,7 +108,7 @@ def _load_run(cfg: TrainConfig, corpus_dir: CorpusDirs | None, entries: Sequence
         if corpus_dir is None:
             raise ValueError("give corpus_dir or entries")
         entries = load_training_corpus(corpus_dir, cfg.sources)
-    items = select_items(entries, cfg.max_nodes, cfg.max_per_family, cfg.seed)
+    items = select_items(entries, cfg.max_nodes, cfg.max_per_family, cfg.seed, cfg.nas_fraction)
     split = make_split(items, cfg.split, cfg.seed, cfg.test_frac)
     if split.train.size < 2:
         raise ValueError(f"need at least 2 training items, found {split.train.size}")
@@ -222,6 +222,16 @@ def _fit(model: NAREncoder, cfg: TrainConfig, run: _Run, dev: torch.device, out:
     return history, metrics
 
 
+def _composed_metrics(model: NAREncoder, run: _Run, dev: torch.device) -> dict[str, float]:
+    """Test metrics of the shipped embedding (learned part + structural sketch)."""
+    from nar_plugin.model.sketch import compose
+
+    cfg = model.config
+    learned = embed_prepared(model, run.test_prepared, device=dev)
+    emb = compose(learned, [run.items[int(i)].graph for i in run.split.test], cfg.sketch_dim, cfg.sketch_weight)
+    return evaluate_split(emb, run.labels, run.split)
+
+
 def _hardware() -> str:
     cpu = platform.processor() or platform.machine()
     return f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}, {platform.platform()}"
@@ -314,6 +324,8 @@ def train(
     with torch_threads(cfg.num_threads), seeded(cfg.seed, dev):
         model = NAREncoder(cfg.encoder_config(len(run.train_fams) if cfg.ce_loss else 0)).to(dev)
         history, metrics = _fit(model, cfg, run, dev, out, progress, save_checkpoints)
+        if run.split.test.size and cfg.sketch_dim:
+            metrics[f"{run.split.name}+sketch"] = _composed_metrics(model, run, dev)
     seconds = time.perf_counter() - t0
     card = _card(cfg, run, corpus_dir, command, history, metrics, seconds, dev)
     wpath, jpath, version = save_weights(model, out, card)

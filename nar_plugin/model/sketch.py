@@ -1,0 +1,121 @@
+"""The structural sketch: a fixed, training-free part of the shipped embedding.
+
+Why it exists (issue 16, docs/cross-library.md): on model code from libraries the encoder never
+saw, the learned vector alone scored *below* a plain op histogram (family MAP@10 0.684 vs
+0.705 over ten libraries). The shipped embedding therefore carries a floor: the learned vector
+plus this sketch, each unit norm and weighted (:class:`~nar_plugin.model.encoder.EncoderConfig`
+``sketch_dim`` / ``sketch_weight``), so a cosine between two embeddings is
+``(1 - w) * cos_learned + w * cos_sketch``.
+
+The sketch is two bags of tokens, hashed into ``dim / 2`` buckets each:
+
+* **nodes**: one token per node: the op, plus for convolutions the kernel, stride, group kind
+  and the *width change* (``log2(out / in)`` bucket difference), for linears the width change,
+  for pools the kernel and stride. No absolute widths: they split families whose members
+  differ in width and tell two implementations of one network apart by their stem width.
+* **edges**: one token per data-flow edge, ``source token > target token``, with the
+  convolution/pool tokens *without* the width change: the local wiring (conv -> bn -> relu,
+  attention -> add) that a histogram of nodes cannot see.
+
+Each bag is counted, divided by its total (graph size does not matter), square-rooted (a
+Hellinger-style damping: frequent glue ops do not drown rare, telling ones) and hashed with
+BLAKE2b (stable across processes and platforms, unlike Python's ``hash``). Measured on the
+cross-library benchmark with the shipped encoder of the time (docs/cross-library.md): op
+histogram 0.705, this sketch alone 0.768.
+
+numpy only; no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+from nar_plugin.graph import ArchGraph
+
+__all__ = ["SKETCH_VERSION", "compose", "node_tokens", "structural_sketch"]
+
+#: Bump when the tokens or the hashing change (the encoder config hash records the sketch's
+#: dimension and weight; this records its definition).
+SKETCH_VERSION = 1
+
+_CONVS = frozenset({"conv", "conv_transpose"})
+_POOLS = frozenset({"max_pool", "avg_pool"})
+
+
+def node_tokens(graph: ArchGraph, widths: bool = True) -> list[str]:
+    """One token per node (see the module docstring); ``widths=False`` leaves out the width
+    change (the edge bag's tokens)."""
+    out = []
+    for op, (k, s, g, wi, wo) in zip(graph.ops, graph.attrs):
+        delta = f"/d{wo - wi}" if widths and wi and wo else ("/d?" if widths else "")
+        if op in _CONVS:
+            out.append(f"{op}/k{k}/s{s}/g{g}{delta}")
+        elif op == "linear":
+            out.append(f"linear{delta}")
+        elif op in _POOLS:
+            out.append(f"{op}/k{k}/s{s}")
+        else:
+            out.append(op)
+    return out
+
+
+@lru_cache(maxsize=65536)
+def _bucket(token: str, buckets: int) -> int:
+    return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little") % buckets
+
+
+def _hashed_bag(counts: Counter[str], buckets: int) -> np.ndarray:
+    vec = np.zeros(buckets, dtype=np.float64)
+    total = sum(counts.values())
+    if not total:
+        return vec
+    for tok, n in counts.items():
+        vec[_bucket(tok, buckets)] += np.sqrt(n / total)
+    norm = np.linalg.norm(vec)
+    return vec / norm if norm > 0 else vec
+
+
+def structural_sketch(graph: ArchGraph, dim: int) -> np.ndarray:
+    """The sketch of one graph: float64 ``(dim,)``, unit norm (zeros for an empty graph).
+
+    Raises:
+        ValueError: ``dim`` is not a positive even number.
+    """
+    if dim <= 0 or dim % 2:
+        raise ValueError(f"sketch dim must be a positive even number, found {dim}")
+    half = dim // 2
+    nodes = Counter(node_tokens(graph))
+    plain = node_tokens(graph, widths=False)
+    edges = Counter(f"{plain[a]}>{plain[b]}" for a, b in graph.edges)
+    vec = np.concatenate([_hashed_bag(nodes, half), _hashed_bag(edges, half)])
+    norm = np.linalg.norm(vec)
+    return vec / norm if norm > 0 else vec
+
+
+def compose(learned: np.ndarray, graphs: Sequence[ArchGraph], sketch_dim: int, sketch_weight: float) -> np.ndarray:
+    """The shipped embedding: ``[sqrt(1 - w) * learned, sqrt(w) * sketch]``, rows unit norm.
+
+    Args:
+        learned: ``(N, out_dim)`` encoder outputs (unit-norm rows).
+        graphs: the ``N`` graphs they were computed from.
+        sketch_dim: sketch width (0: ``learned`` is returned unchanged).
+        sketch_weight: ``w``.
+
+    Returns:
+        ``(N, out_dim + sketch_dim)`` float32.
+    """
+    learned = np.asarray(learned, dtype=np.float64)
+    if not sketch_dim:
+        return learned.astype(np.float32)
+    if len(graphs) != learned.shape[0]:
+        raise ValueError(f"{learned.shape[0]} embeddings for {len(graphs)} graphs")
+    sk = np.stack([structural_sketch(g, sketch_dim) for g in graphs]) if len(graphs) else \
+        np.zeros((0, sketch_dim))
+    out = np.hstack([np.sqrt(1.0 - sketch_weight) * learned, np.sqrt(sketch_weight) * sk])
+    norm = np.linalg.norm(out, axis=1, keepdims=True)
+    return (out / np.where(norm > 0, norm, 1.0)).astype(np.float32)
