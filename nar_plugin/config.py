@@ -83,6 +83,10 @@ NAR_TRACKING_TIMEOUT = EnvVar("NAR_TRACKING_TIMEOUT", float, 5.0,
                               doc="Seconds a tracking server has to answer the reachability check before a query.")
 NAR_SYNC_INTERVAL = EnvVar("NAR_SYNC_INTERVAL", float, 0.0,
                            doc="Seconds between the implicit syncs of find_similar(run id) (0: sync every call).")
+NAR_FINGERPRINT = EnvVar("NAR_FINGERPRINT", bool, True,
+                         doc="Fingerprint the weights of logged models (same-weights, fine-tuned-from relations).")
+NAR_HF_READ_WEIGHTS = EnvVar("NAR_HF_READ_WEIGHTS", bool, False,
+                             doc="Read the safetensors of a Hub push to fingerprint its weights (opt-in).")
 NAR_WEBHOOK_MAX_BODY = EnvVar("NAR_WEBHOOK_MAX_BODY", int, 1 << 20,
                               doc="Largest webhook body a receiver reads, bytes (413 past it).")
 

@@ -43,10 +43,13 @@ def idx(tmp_path: Path) -> EmbeddingIndex:
 
 
 def test_relations_and_thresholds() -> None:
-    assert relation_for(0.10, True, TH) == "identical"
+    assert relation_for(0.10, True, TH) == "same-architecture"
     assert [relation_for(s, False, TH) for s in (0.96, 0.95, 0.9, 0.5)] == [
         "near-duplicate", "near-duplicate", "related", "unrelated"]
-    assert at_least("near-duplicate") == ("identical", "near-duplicate")
+    assert relation_for(0.99, False, TH, near=False) == "related"  # the structural check says no
+    assert relation_for(0.10, True, TH, weights="fine-tuned-from") == "fine-tuned-from"
+    assert at_least("near-duplicate") == ("same-weights", "fine-tuned-from", "same-architecture", "near-duplicate")
+    assert at_least("identical") == at_least("same-architecture")  # the old name still reads
     with pytest.raises(ValueError, match="relation must be one of"):
         at_least("cousin")
 
@@ -60,7 +63,7 @@ def test_identical_outranks_a_higher_scoring_near_duplicate(idx: EmbeddingIndex,
     assert [m.key for m in matches][:2] == ["file:variant", "file:retrained"]  # ranked by cosine
     report = check_duplicate("file:query", index=idx, thresholds=TH)
     assert report.best is not None and report.best.key == "file:retrained"
-    assert report.relation == "identical" and report.is_duplicate
+    assert report.relation == "same-architecture" and report.is_duplicate
     assert {m.key for m in report.matches} == {"file:retrained", "file:variant"}
 
 

@@ -143,10 +143,10 @@ def test_dedup_clusters_registered_versions(capsys: pytest.CaptureFixture[str]) 
     capsys.readouterr()
     assert main(["dedup", "--no-sync", "--json"]) == 0
     clusters = json.loads(capsys.readouterr().out)
-    assert {"relation": "identical", "members": ["a/1", "b/3"], "min_score": 1.0} in clusters
+    assert {"relation": "same-architecture", "members": ["a/1", "b/3"], "min_score": 1.0, "edges": []} in clusters
     assert all("c/1" not in c["members"] for c in clusters)
     assert main(["dedup", "--no-sync"]) == 0
-    assert "identical (min cosine 1.000): a/1, b/3" in capsys.readouterr().out
+    assert "same-architecture (min cosine 1.000): a/1, b/3" in capsys.readouterr().out
 
 
 def test_dedup_registry_flag_is_gone(capsys: pytest.CaptureFixture[str]) -> None:

@@ -49,8 +49,17 @@ def test_run_demo_on_three_models_restores_the_process(tmp_path: Path, monkeypat
         mlflow_logger.setLevel(old_level)
     assert after == before
     assert [r["status"] for r in result["logged"]] == ["ok", "ok", "ok"]
-    assert result["planted_duplicate"]["duplicate_of"] == "image-classifier/1"
+    assert result["planted_duplicate"]["duplicate_of"] == "image-classifier/1"  # same weights, other name
     assert result["planted_duplicate"]["warned"]
+    reg = {r["what"]: r for r in result["registry"]}
+    assert reg["retrained (new weights)"]["version"] == "image-classifier/2"
+    assert reg["retrained (new weights)"]["tags"] == {"nar.relation_to_previous": "same-architecture"}
+    assert not reg["retrained (new weights)"]["warned"]  # a retrain is the normal case
+    assert reg["fine-tuned from v1"]["tags"]["nar.parent"] == "models:/image-classifier/1"
+    assert "nar.duplicate_of" not in reg["fine-tuned from v1"]["tags"]
+    clusters = {c["relation"]: c for c in result["dedup"]}  # `nar dedup`: clusters by relation
+    assert clusters["same-weights"]["members"] == ["image-classifier-copy/1", "image-classifier/1"]
+    assert clusters["fine-tuned-from"]["edges"] == [("image-classifier/1", "image-classifier-finetuned/1")]
     resnet34 = result["similar"]["resnet34"]
     assert resnet34 and all(m["metadata"]["run_id"] for m in resnet34)
     assert (tmp_path / "map.html").is_file() and any("wrote" in line for line in lines)

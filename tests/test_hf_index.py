@@ -69,7 +69,7 @@ def test_index_repo_offline_reads_only_config_and_card(cache: Path, downloads: l
     base = hf.index_repo("org/bert-base", revision="main", cache_dir=cache)
     assert hf.index_repo(key, cache_dir=cache) == key  # a key is a valid spec; re-indexing is an upsert
     matches = find_similar(key)
-    assert matches[0].key == base and matches[0].relation == "identical"
+    assert matches[0].key == base and matches[0].relation == "same-architecture"
     assert matches[0].metadata["repo_id"] == "org/bert-base"
     assert hf.relation_vs_base_model(matches[0], key) == "agrees: base_model is the match"
     # seen from the base model, the fine-tune is its child

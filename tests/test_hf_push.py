@@ -183,7 +183,7 @@ def test_pre_push_warns_on_duplicates_and_blocks_only_when_asked(cache: Path, tm
     err = io.StringIO()
     argv = ["origin", "https://huggingface.co/org/my-bert"]
     assert pre_push.main(argv, stdin=io.StringIO(""), cwd=repo, stderr=err) == 0
-    assert "org/bert-base" in err.getvalue() and "identical" in err.getvalue()
+    assert "org/bert-base" in err.getvalue() and "same-architecture" in err.getvalue()
     monkeypatch.setenv("NAR_DEDUP", "block")
     assert pre_push.main(argv, stdin=io.StringIO(""), cwd=repo, stderr=io.StringIO()) == 1
     # the repo's own earlier revisions are not duplicates of it

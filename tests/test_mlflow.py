@@ -88,7 +88,7 @@ def test_onnx_export_of_a_logged_model_is_identical(tracking: str, tmp_path: Pat
     path = tmp_path / "resnet18.onnx"
     torch.onnx.export(model, (X,), str(path), dynamo=False)  # the legacy default: constant folding on
     report = nar_plugin.check_duplicate(str(path))
-    assert report.is_duplicate and report.relation == "identical", report
+    assert report.is_duplicate and report.relation == "same-architecture", report
     assert report.best is not None and report.best.key.endswith(info.model_id), report.best
 
 
@@ -209,33 +209,37 @@ def _register(model_name: str, run_model_id: str):
 
 @pytest.mark.parametrize("policy", ["warn", "tag", "block"])
 def test_registry_dedup_policies(tracking: str, policy: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nar_plugin.errors import DuplicateModelError, DuplicateModelWarning
+    """Same architecture, other weights: a retrain under the same name is normal; under another
+    name it is a possible duplicate (tagged; a warning under warn and block, never refused: the
+    weights were compared and differ)."""
+    from nar_plugin.errors import DuplicateModelWarning
 
-    name = f"reg-{policy}-{uuid.uuid4().hex[:6]}"
+    name, other = f"reg-{policy}-{uuid.uuid4().hex[:6]}", f"oth-{policy}-{uuid.uuid4().hex[:6]}"
     with mlflow.start_run():
         first = _log_torch(CNN(), X)
     with mlflow.start_run():
-        second = _log_torch(CNN(), X)  # same architecture, other weights: a duplicate
+        second = _log_torch(CNN(), X)
+    with mlflow.start_run():
+        third = _log_torch(CNN(), X)
     monkeypatch.setenv("NAR_DEDUP", "warn")
     v1 = _register(name, first.model_id)
     monkeypatch.setenv("NAR_DEDUP", policy)
     client = mlflow.MlflowClient()
-    if policy == "block":
-        with pytest.raises(DuplicateModelError) as ei:
-            _register(name, second.model_id)
-        assert ei.value.duplicate_of == f"{name}/{v1.version}"
-        assert len(client.search_model_versions(f"name='{name}'")) == 1
-        return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        v2 = _register(name, second.model_id)
-    dup_warnings = [w for w in caught if issubclass(w.category, DuplicateModelWarning)]
-    assert len(dup_warnings) == (1 if policy == "warn" else 0)
+        v2 = _register(name, second.model_id)  # a retrain: a new version of the same model
+    assert not [w for w in caught if issubclass(w.category, DuplicateModelWarning)]
     tags = client.get_model_version(name, v2.version).tags
-    assert tags["nar.duplicate_of"] == f"{name}/{v1.version}"
+    assert tags["nar.relation_to_previous"] == "same-architecture" and "nar.duplicate_of" not in tags
     assert tags["nar.status"] == "ok"
-    # v1 may duplicate versions other tests registered, but never itself
-    assert client.get_model_version(name, v1.version).tags.get("nar.duplicate_of") != f"{name}/{v1.version}"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vo = _register(other, third.model_id)  # the same architecture under another name
+    dup_warnings = [w for w in caught if issubclass(w.category, DuplicateModelWarning)]
+    assert len(dup_warnings) == (0 if policy == "tag" else 1)
+    tags = client.get_model_version(other, vo.version).tags
+    assert tags["nar.possible_duplicate_of"] in (f"{name}/{v1.version}", f"{name}/{v2.version}")
+    assert tags["nar.relation"] == "same-architecture" and "nar.duplicate_of" not in tags
 
 
 def test_dedup_report_clusters_the_registry(tracking: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -249,7 +253,7 @@ def test_dedup_report_clusters_the_registry(tracking: str, monkeypatch: pytest.M
         _register(name, info.model_id)
     clusters = dedup_report(tracking_uri=tracking)
     mine = [c for c in clusters if any(m.startswith(name + "/") for m in c.members)]
-    assert mine and mine[0].relation == "identical" and {f"{name}/1", f"{name}/2"} <= set(mine[0].members)
+    assert mine and mine[0].relation == "same-architecture" and {f"{name}/1", f"{name}/2"} <= set(mine[0].members)
 
 
 # ------------------------------------------------------------------ fault injection

@@ -5,7 +5,9 @@
 2. 30+ real models logged with plain ``mlflow.<flavor>.log_model`` calls: timm and torchvision
    architectures and hand-written modules (pt2 format), transformers models (the transformers
    flavor, tiny random weights and a local tokenizer: nothing is downloaded).
-3. A few registered, including a planted duplicate that the registry check catches.
+3. A few registered: resnet18, a retrain of it as version 2 (normal: ``nar.relation_to_previous``),
+   an exact copy under another name (a duplicate: same weights) and a fine-tune of version 1
+   (``nar.parent``), read from the weights.
 4. ``find_similar`` for a few runs, with relations and explanations; the registry dedup report;
    ``nar-map.html``.
 """
@@ -243,23 +245,66 @@ def _log_all(mlflow: Any, models: Sequence[DemoModel], result: dict[str, Any],
     return runs
 
 
+def _seeded_resnet18(seed: int) -> Any:
+    import timm
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return timm.create_model("resnet18").eval()
+
+
+def _fine_tuned(model: Any, steps: int = 10) -> Any:
+    """``model`` after a few SGD steps on random 64x64 images (a stand-in for a real fine-tune)."""
+    import copy
+
+    import torch
+
+    child = copy.deepcopy(model).train()
+    g = torch.Generator().manual_seed(1)
+    opt = torch.optim.SGD(child.parameters(), lr=0.01, momentum=0.9)
+    for _ in range(steps):
+        x = torch.randn(8, 3, 64, 64, generator=g)
+        loss = torch.nn.functional.cross_entropy(child(x), torch.randint(0, 1000, (8,), generator=g))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return child.eval()
+
+
 def _register(mlflow: Any, runs: dict[str, tuple[str, str]], result: dict[str, Any],
               echo: Callable[[str], None]) -> None:
-    """Register a few models, then a planted duplicate (a retrained resnet18) the check catches."""
+    """Register resnet18, then what a real registry sees: a retrain of it as version 2 (normal), an
+    exact copy under another name (a duplicate: same weights) and a fine-tune of version 1 under
+    its own name (tagged with its parent)."""
     from nar_plugin.errors import DuplicateModelWarning
 
+    client = mlflow.MlflowClient()
     if "resnet18" in runs:
         mlflow.register_model(f"models:/{runs['resnet18'][1]}", "image-classifier")
-        with mlflow.start_run(run_name="resnet18-retrained"):
-            dup = _log(mlflow, DemoModel("resnet18", "resnet", "pytorch", _timm("resnet18"), 64))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", DuplicateModelWarning)
-            v = mlflow.register_model(f"models:/{dup.model_id}", "image-classifier")
-        caught_dup = mlflow.MlflowClient().get_model_version("image-classifier", v.version).tags.get("nar.duplicate_of")
-        result["planted_duplicate"] = {"version": f"image-classifier/{v.version}", "duplicate_of": caught_dup,
-                                       "warned": any(issubclass(w.category, DuplicateModelWarning) for w in caught)}
-        echo(f"registered image-classifier/{v.version} (resnet18 retrained): nar.duplicate_of={caught_dup}"
-             + ("  <- planted duplicate caught" if caught_dup else "  <- planted duplicate MISSED"))
+        steps = (("retrained (new weights)", "image-classifier", lambda: _seeded_resnet18(1)),
+                 ("exact copy, new name", "image-classifier-copy", lambda: _seeded_resnet18(0)),
+                 ("fine-tuned from v1", "image-classifier-finetuned", lambda: _fine_tuned(_seeded_resnet18(0))))
+        result["registry"] = []
+        for what, reg_name, build in steps:
+            model = build()  # built here: _log seeds its own builds with 0 (resnet18's weights above)
+            with mlflow.start_run(run_name=f"resnet18 {what}"):
+                info = _log(mlflow, DemoModel("resnet18", "resnet", "pytorch", lambda m=model: m, 64))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", DuplicateModelWarning)
+                v = mlflow.register_model(f"models:/{info.model_id}", reg_name)
+            tags = {k: t for k, t in client.get_model_version(reg_name, v.version).tags.items()
+                    if k in ("nar.duplicate_of", "nar.possible_duplicate_of", "nar.relation", "nar.parent",
+                             "nar.relation_to_previous")}
+            warned = any(issubclass(w.category, DuplicateModelWarning) for w in caught)
+            result["registry"].append({"what": what, "version": f"{reg_name}/{v.version}", "tags": tags,
+                                       "warned": warned})
+            echo(f"registered {reg_name}/{v.version} (resnet18 {what}): "
+                 + (", ".join(f"{k}={t}" for k, t in sorted(tags.items())) or "no nar relation tags")
+                 + ("  [warned]" if warned else ""))
+            if reg_name == "image-classifier-copy":
+                result["planted_duplicate"] = {"version": f"{reg_name}/{v.version}",
+                                               "duplicate_of": tags.get("nar.duplicate_of"), "warned": warned}
     for name, reg_name in (("vit_tiny_patch16_224", "vision-transformer"), ("bert-2l", "text-encoder")):
         if name in runs:
             mlflow.register_model(f"models:/{runs[name][1]}", reg_name)
@@ -269,7 +314,7 @@ def _neighbours(runs: dict[str, tuple[str, str]], result: dict[str, Any], echo: 
     """``find_similar`` by run id for a few models, with relations and explanations."""
     from nar_plugin.search.api import find_similar
 
-    for q in ("resnet34", "efficientnet_b0", "hand-vit", "bert-2l", "hand-cnn"):
+    for q in ("resnet18", "resnet34", "efficientnet_b0", "hand-vit", "bert-2l", "hand-cnn"):
         if q not in runs:
             continue
         matches = find_similar(runs[q][0], k=3)
@@ -277,8 +322,8 @@ def _neighbours(runs: dict[str, tuple[str, str]], result: dict[str, Any], echo: 
         echo(f"\nfind_similar(run of {q}):")
         for m in matches:
             meta = m.metadata
-            echo(f"  {m.score:.3f}  {m.relation:<14} {meta.get('model_name') or m.key:<26} "
-                 f"family={(meta.get('tags') or {}).get('family', '?'):<18} {m.explain()}")
+            echo(f"  {m.score:.3f}  {m.relation:<17} {meta.get('model_name') or m.key:<26} "
+                 f"family={(meta.get('tags') or {}).get('family', '?'):<18} {m.why()}")
 
 
 def _reports(uri: str, out_map: str | Path, result: dict[str, Any], echo: Callable[[str], None]) -> None:
@@ -287,10 +332,13 @@ def _reports(uri: str, out_map: str | Path, result: dict[str, Any], echo: Callab
     from nar_plugin.integrations.mlflow.registry import dedup_report
 
     clusters = dedup_report(tracking_uri=uri)
-    result["dedup"] = [{"relation": c.relation, "members": c.members} for c in clusters]
+    result["dedup"] = [{"relation": c.relation, "members": c.members, "edges": c.edges} for c in clusters]
     echo("\nregistry dedup report:" if clusters else "\nregistry dedup report: no duplicates")
     for c in clusters:
-        echo(f"  {c.relation}: {', '.join(c.members)}")
+        if c.edges:
+            echo(f"  {c.relation}: {', '.join(f'{p} -> {ch}' for p, ch in c.edges)}")
+        else:
+            echo(f"  {c.relation}: {', '.join(c.members)}")
     n = write_map(out_map)
     result["map"] = str(Path(out_map).resolve())
     echo(f"\nwrote {out_map} ({n} models); open it in a browser")

@@ -122,9 +122,10 @@ def nar() -> None:
 
 
 def _add_commands() -> None:
-    from nar_plugin.cli import apps, index, model, search, serve, training
+    from nar_plugin.cli import apps, index, lineage, model, search, serve, training
 
-    for cmd in (*model.COMMANDS, *search.COMMANDS, *apps.COMMANDS, *training.COMMANDS, index.index, serve.serve):
+    for cmd in (*model.COMMANDS, *search.COMMANDS, *lineage.COMMANDS, *apps.COMMANDS, *training.COMMANDS,
+                index.index, serve.serve):
         nar.add_command(cmd)
 
 

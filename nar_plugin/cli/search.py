@@ -10,15 +10,18 @@ from nar_plugin.cli.render import dedup_report_text, empty_index_hint, matches_t
 
 __all__ = ["COMMANDS", "similar", "dedup"]
 
-# the relations of nar_plugin.search, strongest first (literal: importing search here would load numpy)
-RELATIONS = ("identical", "near-duplicate", "related", "unrelated")
+# the relations of nar_plugin.search, strongest first (literal: importing search here would load numpy);
+# "identical" is the old name of "same-architecture", still accepted
+RELATIONS = ("same-weights", "fine-tuned-from", "same-architecture", "near-duplicate", "related", "unrelated")
+_CHOICES = (*RELATIONS, "identical")
 
 
 @click.command()
 @click.argument("query", help="index key, MLflow run id / model id / models:/ URI, or a model source")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="number of matches (>= 1)")
-@click.option("--relation", type=click.Choice(RELATIONS), default=None,
-              help="keep only matches at least this close (near-duplicate keeps identical ones too)")
+@click.option("--relation", type=click.Choice(_CHOICES), default=None,
+              help="keep only matches at least this close (near-duplicate keeps every stronger relation too; "
+                   "identical = same-architecture)")
 @index_option
 @click.option("--explain", is_flag=True, help="show why each match is close (shared motifs, op differences)")
 @tracking_uri_option
@@ -51,10 +54,11 @@ def similar(query: str, k: int, relation: str | None, index: str | None, explain
 @click.option("--no-sync", is_flag=True, help="use the local index as it is (no pull from MLflow first)")
 @json_option
 def dedup(tracking_uri: str | None, no_sync: bool, as_json: bool) -> None:
-    """clusters of identical / near-duplicate registered model versions
+    """clusters of registered model versions, by relation
 
     Pulls the nar-tagged models and versions from MLflow first (see `nar index sync`),
-    then groups the registered versions of the index.
+    then groups the registered versions of the index: same weights (copies), fine-tuned
+    trees (parent -> child, from the weights), same architecture, near-duplicates.
     """
     from dataclasses import asdict
 
@@ -62,7 +66,18 @@ def dedup(tracking_uri: str | None, no_sync: bool, as_json: bool) -> None:
 
     _say_tracking_uri(tracking_uri, check=not no_sync)
     clusters = dedup_report(tracking_uri=tracking_uri, sync=not no_sync)
-    emit(as_json, [asdict(c) for c in clusters], lambda: console().print(dedup_report_text(clusters)))
+    emit(as_json, [asdict(c) for c in clusters], lambda: console().print(_clusters_text(clusters)))
+
+
+def _clusters_text(clusters: list) -> str:
+    """``nar dedup``: one line per cluster; a fine-tuned tree lists its edges."""
+    lines = []
+    for c in clusters:
+        if c.relation == "fine-tuned-from":
+            lines.append("[bold]fine-tuned-from[/bold]: " + ", ".join(f"{p} -> {ch}" for p, ch in c.edges))
+        else:
+            lines.append(dedup_report_text([c]))
+    return "\n".join(lines) if lines else dedup_report_text([])
 
 
 def _say_tracking_uri(tracking_uri: str | None, check: bool) -> None:

@@ -58,6 +58,7 @@ Modules, one job each (dependencies point up this list only; nothing outside ``e
     query        search strategy: exact subset, over-fetching ANN, exact fallback
     backup       export, import_jsonl, restore
     store        EmbeddingIndex, the facade
+    weights      weight fingerprints beside the entries (opaque blobs, content-addressed)
     handles      open_index: one shared handle per directory per process
 
 The names below are imported lazily, so ``import nar_plugin.index.codec`` does not load FAISS.

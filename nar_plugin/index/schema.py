@@ -22,6 +22,7 @@ from nar_plugin.errors import (
     InvalidVectorError,
 )
 from nar_plugin.index.entries import now
+from nar_plugin.index.weights import WEIGHTS_SCHEMA
 from nar_plugin.utils.io import fsync_dir
 
 __all__ = [
@@ -156,6 +157,7 @@ def new_database(tmp: Path, dim: int, encoder_version: str | None) -> Path:
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(SCHEMA)
+        conn.executescript(WEIGHTS_SCHEMA)  # additive tables (an older index gets them on first write)
         conn.execute("BEGIN")
         info = {
             "format_version": str(FORMAT_VERSION),

@@ -20,10 +20,12 @@ from nar_plugin.graph import ArchGraph
 from nar_plugin.search import resolvers
 from nar_plugin.search.relations import (
     DUPLICATE_RELATIONS,
+    RELATIONS,
     Thresholds,
     at_least,
     load_thresholds,
     relation_for,
+    structurally_near,
 )
 from nar_plugin.search.results import DuplicateReport, Match, describe_graph
 
@@ -110,7 +112,8 @@ def default_key(source: Any, graph: ArchGraph | None = None) -> str:
 
 def index_graph(graph: ArchGraph, key: str, metadata: Mapping[str, Any] | None = None,
                 index: Any = None, uri: str | None = None, source_kind: str | None = None, *,
-                vector: Any = None, description: dict[str, Any] | None = None) -> IndexedModel:
+                vector: Any = None, description: dict[str, Any] | None = None,
+                fingerprint: Any = None) -> IndexedModel:
     """Embed an already extracted graph and upsert it into the index.
 
     Args:
@@ -122,6 +125,8 @@ def index_graph(graph: ArchGraph, key: str, metadata: Mapping[str, Any] | None =
         source_kind: stored kind (default: the key's scheme).
         vector: the graph's embedding when the caller already computed it (not recomputed).
         description: its :func:`describe_graph` when already computed.
+        fingerprint: the model's :class:`~nar_plugin.lineage.fingerprint.WeightFingerprint`,
+            stored beside the entry (its weights hash also goes into the metadata).
 
     Raises:
         GraphTooLargeError: more nodes than ``NAR_MAX_NODES``.
@@ -136,14 +141,25 @@ def index_graph(graph: ArchGraph, key: str, metadata: Mapping[str, Any] | None =
     vec = embed_graph(graph) if vector is None else vector
     desc = describe_graph(graph) if description is None else description
     meta = {**(metadata or {}), "description": desc, "name": graph.metadata.get("name")}
-    open_index(index).upsert(key, vec, source_kind=source_kind or key.split(":", 1)[0], uri=uri,
-                             graph_hash=graph.graph_hash, encoder_version=encoder_version(), metadata=meta)
+    if fingerprint is not None:
+        meta["weights_hash"] = fingerprint.weights_hash
+    idx = open_index(index)
+    idx.upsert(key, vec, source_kind=source_kind or key.split(":", 1)[0], uri=uri,
+               graph_hash=graph.graph_hash, encoder_version=encoder_version(), metadata=meta)
+    if fingerprint is not None:
+        from nar_plugin.search.weights import store_fingerprint
+
+        store_fingerprint(idx, key, fingerprint)
     return IndexedModel(key, vec, graph, encoder_version(), desc)
 
 
 def index_model(source: Any, key: str | None = None, metadata: Mapping[str, Any] | None = None,
-                index: Any = None, example_inputs: Any = None, *, replace: bool = False) -> str:
+                index: Any = None, example_inputs: Any = None, *, replace: bool = False,
+                weights: bool = True) -> str:
     """Extract, embed and index a model; returns its key.
+
+    The weights are fingerprinted too (:mod:`nar_plugin.lineage`) when they are at hand: an
+    ``nn.Module`` with real (not meta) weights, or a ``.safetensors`` / ``.pt2`` / ``.onnx`` file.
 
     Indexing the same architecture again under the same key is idempotent (its metadata is
     refreshed). A key that already holds *another* architecture is never silently overwritten.
@@ -155,6 +171,7 @@ def index_model(source: Any, key: str | None = None, metadata: Mapping[str, Any]
         index: an ``EmbeddingIndex`` or a path (default: the index under ``NAR_HOME``).
         example_inputs: for ``nn.Module`` sources.
         replace: overwrite ``key`` even when it holds another architecture.
+        weights: fingerprint the weights when they are at hand.
 
     Raises:
         KeyExistsError: ``key`` holds another architecture (another graph hash) and ``replace``
@@ -177,8 +194,31 @@ def index_model(source: Any, key: str | None = None, metadata: Mapping[str, Any]
             f"this model's is {graph.graph_hash[:12]}); pass replace=True (`nar index add --replace`) "
             "to overwrite it, or give another key"))
     uri = str(source) if isinstance(source, (str, Path)) else None
-    index_graph(graph, key, metadata, index=idx, uri=uri)
+    index_graph(graph, key, metadata, index=idx, uri=uri, fingerprint=_fingerprint_source(source) if weights else None)
     return key
+
+
+def _fingerprint_source(source: Any) -> Any:
+    """The weight fingerprint of a source whose weights are at hand, else ``None``."""
+    from nar_plugin.errors import NarError
+
+    try:
+        if isinstance(source, (str, Path)):
+            p = Path(source).expanduser()
+            if not p.exists() and isinstance(source, str) and ":" in source:
+                p = Path(source.split(":", 1)[1]).expanduser()  # onnx:/path/model.onnx
+            if p.is_file() and p.suffix.lower() in (".safetensors", ".pt2", ".onnx"):
+                from nar_plugin.lineage.readers import fingerprint_file
+
+                return fingerprint_file(p)
+            return None
+        if hasattr(source, "state_dict") and callable(source.state_dict):
+            from nar_plugin.lineage.readers import fingerprint_module
+
+            return fingerprint_module(source)
+    except NarError as e:  # e.g. a model built on meta: no weights to fingerprint
+        logger.debug("no weight fingerprint for %s: %s", type(source).__name__, e)
+    return None
 
 
 def _resolve_query(query: Any, idx: Any, example_inputs: Any = None) -> resolvers.ResolvedQuery:
@@ -200,7 +240,42 @@ def _resolve_query(query: Any, idx: Any, example_inputs: Any = None) -> resolver
         if resolvers.is_key_shaped(query):
             raise KeyNotFoundError(f"{query!r} is not in the index ({idx.path}); index it first")
     graph = query if isinstance(query, ArchGraph) else extract_graph(query, example_inputs)
-    return resolvers.ResolvedQuery(embed_graph(graph), {"description": describe_graph(graph)}, (), graph.graph_hash)
+    info: dict[str, Any] = {"description": describe_graph(graph)}
+    if not isinstance(query, ArchGraph):
+        fp = _fingerprint_source(query)
+        if fp is not None:
+            info["fingerprint"] = fp
+    return resolvers.ResolvedQuery(embed_graph(graph), info, (), graph.graph_hash)
+
+
+def _query_fingerprint(q: resolvers.ResolvedQuery, idx: Any) -> Any:
+    """The query's weight fingerprint: computed from an in-memory model, or stored for one of its
+    own entries (an index key; an MLflow model and its versions)."""
+    if q.info.get("fingerprint") is not None:
+        return q.info["fingerprint"]
+    from nar_plugin.search.weights import fingerprint_of
+
+    for key in q.exclude_keys:
+        fp = fingerprint_of(idx, key)
+        if fp is not None:
+            return fp
+    return None
+
+
+def _wanted(value: Any, allowed: Any) -> bool:
+    """One column constraint of a dict filter, as the index applies it."""
+    if isinstance(allowed, (list, tuple, set, frozenset)):
+        return value in allowed
+    return value is None if allowed is None else value == allowed
+
+
+def _admits(flt: Any, entry: Any) -> bool:
+    """Does the search filter ``flt`` (key prefix, dict of column values, or predicate) admit ``entry``?"""
+    if isinstance(flt, str):
+        return entry.key.startswith(flt)
+    if isinstance(flt, Mapping):
+        return all(_wanted(getattr(entry, col), v) for col, v in flt.items())
+    return bool(flt(entry))
 
 
 def _within(where: Any, scope: Callable[[Any], bool] | None) -> Any:
@@ -216,12 +291,7 @@ def _within(where: Any, scope: Callable[[Any], bool] | None) -> Any:
     if isinstance(where, str):
         return lambda e: e.key.startswith(where) and scope(e)
     if isinstance(where, Mapping):
-        def wanted(value: Any, allowed: Any) -> bool:
-            if isinstance(allowed, (list, tuple, set, frozenset)):
-                return value in allowed
-            return value is None if allowed is None else value == allowed
-
-        return lambda e: all(wanted(getattr(e, col), v) for col, v in where.items()) and scope(e)
+        return lambda e: all(_wanted(getattr(e, col), v) for col, v in where.items()) and scope(e)
     return lambda e: where(e) and scope(e)
 
 
@@ -235,14 +305,16 @@ def find_similar(query: Any, k: int = 10, relation: str | None = None, where: An
             accepts.
         k: number of matches (an int >= 1).
         relation: keep only matches with at least this relation (``"near-duplicate"`` keeps
-            identical and near-duplicates).
+            it and every stronger one; the legacy ``"identical"`` means ``"same-architecture"``).
         where: filter passed to :meth:`EmbeddingIndex.search` (dict of column values, key prefix
             or callable).
         index: an ``EmbeddingIndex`` or path (default: under ``NAR_HOME``).
         thresholds: relation thresholds (default: calibrated, see :func:`load_thresholds`).
 
     Returns:
-        Matches sorted by decreasing score (larger = closer). The query itself, and entries
+        Matches with a weight relation first (same weights, then fine-tuned, found by the weight
+        fingerprints whatever their rank in the embedding), then by decreasing score (larger =
+        closer). The query itself, and entries
         folded into it, are excluded; an entry folded into another indexed entry is shown once,
         as that entry (see :mod:`nar_plugin.search.resolvers`). A query an integration resolves
         may narrow the candidates (``ResolvedQuery.scope``): an MLflow id is answered with its
@@ -260,31 +332,63 @@ def find_similar(query: Any, k: int = 10, relation: str | None = None, where: An
     idx = open_index(index)
     th = thresholds or load_thresholds()
     q = _resolve_query(query, idx)
+    flt = _within(where, q.scope)
+    links = _weight_links(q, idx, flt)
     fetch = (k if relation is None else max(k * 5, 50)) + _FOLD_SLACK
-    hits = idx.search(q.vector, k=fetch, filter=_within(where, q.scope), exclude_keys=q.exclude_keys)
+    hits = idx.search(q.vector, k=fetch, filter=flt, exclude_keys=q.exclude_keys)
+    missing = [key for key in links if key not in {h.key for h in hits}]
+    if missing:  # weight relatives the k-NN did not reach (many retrains of one architecture)
+        wanted = set(missing)
+        hits += idx.search(q.vector, k=len(missing), exclude_keys=q.exclude_keys,
+                           filter=_within(flt, lambda e: e.key in wanted))
+    strength = {r: i for i, r in enumerate(RELATIONS)}
+    hits.sort(key=lambda h: (strength.get(links[h.key].relation, 9) if h.key in links else 9, -h.score))
     by_key = {h.key: h for h in hits}
+    query_info = {**q.info, "graph_hash": q.graph_hash}
     out: list[Match] = []
     for item in resolvers.fold([h.entry for h in hits], lambda key: idx.get(key) is not None, q.exclude_keys):
         h = by_key[item.entry.key]
-        rel = relation_for(h.score, q.graph_hash is not None and h.entry.graph_hash == q.graph_hash, th)
+        link = links.get(h.key)
+        rel = relation_for(h.score, q.graph_hash is not None and h.entry.graph_hash == q.graph_hash, th,
+                           weights=link.relation if link else None,
+                           near=structurally_near(q.info.get("description"), h.entry.metadata.get("description")))
         if rel not in allowed:
             continue
         meta = {**h.entry.metadata, **item.listings}
         meta.setdefault("source_kind", h.entry.source_kind)
         if h.entry.uri:
             meta.setdefault("uri", h.entry.uri)
-        out.append(Match(h.key, float(h.score), rel, meta, h.entry.graph_hash, q.info))
+        out.append(Match(h.key, float(h.score), rel, meta, h.entry.graph_hash, query_info,
+                         link.comparison if link else None, link.lineage if link else None))
         if len(out) >= k:
             break
     return out
 
 
+def _weight_links(q: resolvers.ResolvedQuery, idx: Any, flt: Any) -> dict[str, Any]:
+    """Weight relatives of the query among the entries ``flt`` admits (empty without a fingerprint)."""
+    fp = _query_fingerprint(q, idx)
+    if fp is None:
+        return {}
+    from nar_plugin.search.weights import entry_age, weight_links
+
+    def keep(key: str) -> bool:
+        if flt is None:
+            return True
+        entry = idx.get(key)
+        return entry is not None and _admits(flt, entry)
+
+    own = [e for k in q.exclude_keys if (e := idx.get(k)) is not None]
+    age = min(entry_age(e) for e in own) if own else None  # an in-memory query is new
+    return weight_links(idx, fp, q.graph_hash, exclude=q.exclude_keys, keep=keep, query_age=age)
+
+
 def check_duplicate(source: Any, index: Any = None, thresholds: Thresholds | None = None,
                     where: Any = None) -> DuplicateReport:
-    """Is an identical or near-duplicate architecture already indexed?
+    """Is the same or nearly the same architecture already indexed (``near-duplicate`` or stronger)?
 
-    An identical match (same graph hash) is the best match even when a near-duplicate scores
-    higher: equal hashes are proof, a cosine is evidence.
+    The best match is the strongest relation (same weights, fine-tuned, same architecture) even
+    when a near-duplicate scores higher: equal hashes are proof, a cosine is evidence.
 
     Example:
         >>> report = nar_plugin.check_duplicate(my_model)
@@ -292,6 +396,7 @@ def check_duplicate(source: Any, index: Any = None, thresholds: Thresholds | Non
     """
     matches = find_similar(source, k=10, index=index, thresholds=thresholds, where=where)
     dups = [m for m in matches if m.relation in DUPLICATE_RELATIONS]
-    identical = [m for m in matches if m.relation == "identical"]
-    best = identical[0] if identical else (matches[0] if matches else None)
+    strength = {r: i for i, r in enumerate(RELATIONS)}
+    best = min(matches, key=lambda m: (strength[m.relation] if m.relation in RELATIONS[:3] else 9, -m.score),
+               default=None)
     return DuplicateReport(bool(dups), best.relation if best else "unrelated", best, dups)

@@ -1,11 +1,19 @@
 """Relations between a query and a match, strongest first, and the thresholds between them.
 
-- ``identical``: same ``graph_hash`` (the same architecture, weights aside);
-- ``near-duplicate``: cosine >= ``Thresholds.near_duplicate``;
+- ``same-weights``: every tensor byte-identical (equal weight-fingerprint hashes): the same
+  trained model, whatever its name;
+- ``fine-tuned-from``: one was fine-tuned from the other: its weights are strongly correlated
+  with the other's (:mod:`nar_plugin.lineage`); which one is the parent is ``Match.lineage``;
+- ``same-architecture``: same ``graph_hash``, weights unrelated or unknown (a retrain);
+- ``near-duplicate``: cosine >= ``Thresholds.near_duplicate`` **and** the graphs are nearly equal
+  (:func:`structurally_near`: op counts within ``NEAR_STRUCTURE``; a width or head change, not
+  a 6- vs 12-layer model);
 - ``related``: cosine >= ``Thresholds.related`` (calibrated as "same family");
 - ``unrelated``: anything else.
 
-Scores are cosine similarities of unit embeddings: **larger is closer**.
+The first two need weight fingerprints on both sides; without them the relation is decided by
+the architecture alone. Old names still read: ``identical`` is ``same-architecture``
+(:func:`normalize_relation`). Scores are cosine similarities of unit embeddings: **larger is closer**.
 """
 
 from __future__ import annotations
@@ -13,16 +21,36 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nar_plugin.errors import CorruptArtifactError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DUPLICATE_RELATIONS", "RELATIONS", "Thresholds", "at_least", "load_thresholds", "relation_for"]
+__all__ = [
+    "DUPLICATE_RELATIONS",
+    "LEGACY_RELATIONS",
+    "NEAR_STRUCTURE",
+    "RELATIONS",
+    "WEIGHT_RELATIONS",
+    "Thresholds",
+    "at_least",
+    "load_thresholds",
+    "normalize_relation",
+    "relation_for",
+    "structural_overlap",
+    "structurally_near",
+]
 
-RELATIONS = ("identical", "near-duplicate", "related", "unrelated")
-#: the relations that make a duplicate (registry dedup, ``check_duplicate``)
-DUPLICATE_RELATIONS = RELATIONS[:2]
+RELATIONS = ("same-weights", "fine-tuned-from", "same-architecture", "near-duplicate", "related", "unrelated")
+#: relations only weight fingerprints can show
+WEIGHT_RELATIONS = RELATIONS[:2]
+#: the relations of an architecture duplicate (``check_duplicate``): the same or nearly the same graph
+DUPLICATE_RELATIONS = RELATIONS[:4]
+#: names earlier releases wrote (tags, JSON output) -> today's
+LEGACY_RELATIONS = {"identical": "same-architecture"}
+#: weighted Jaccard of two op histograms at or above which two graphs are "nearly equal"
+NEAR_STRUCTURE = 0.9
 _THRESHOLDS_FILE = Path(__file__).resolve().parents[1] / "weights" / "thresholds.json"
 
 
@@ -62,11 +90,40 @@ def load_thresholds(path: str | Path | None = None) -> Thresholds:
     return Thresholds(float(data["near_duplicate"]), float(data["related"]), source=str(p.name))
 
 
-def relation_for(score: float, same_hash: bool, th: Thresholds) -> str:
-    """The relation implied by a cosine ``score`` (larger = closer) and hash equality."""
+def normalize_relation(name: str) -> str:
+    """Today's name of a relation (``identical`` -> ``same-architecture``); others unchanged."""
+    return LEGACY_RELATIONS.get(name, name)
+
+
+def structural_overlap(q: dict[str, Any] | None, m: dict[str, Any] | None) -> float | None:
+    """Weighted Jaccard (sum of minima / sum of maxima) of two op histograms, from
+    :func:`~nar_plugin.search.results.describe_graph` descriptions; ``None`` when either lacks one."""
+    qo, mo = (q or {}).get("ops"), (m or {}).get("ops")
+    if not qo or not mo:
+        return None
+    ops = set(qo) | set(mo)
+    top = sum(max(int(qo.get(o, 0)), int(mo.get(o, 0))) for o in ops)
+    return sum(min(int(qo.get(o, 0)), int(mo.get(o, 0))) for o in ops) / top if top else None
+
+
+def structurally_near(q: dict[str, Any] | None, m: dict[str, Any] | None) -> bool | None:
+    """Are two graphs nearly equal (op counts overlap >= :data:`NEAR_STRUCTURE`)? A width or
+    head change keeps every op count; a 6-layer and a 12-layer ViT differ in half their ops.
+    ``None`` when a description is missing (the embedding alone decides)."""
+    overlap = structural_overlap(q, m)
+    return None if overlap is None else overlap >= NEAR_STRUCTURE
+
+
+def relation_for(score: float, same_hash: bool, th: Thresholds, *, weights: str | None = None,
+                 near: bool | None = None) -> str:
+    """The relation implied by a cosine ``score`` (larger = closer), hash equality, the weight
+    relation (``same-weights`` / ``fine-tuned-from`` / ``None``) and the structural check
+    (``near``: :func:`structurally_near`; ``None``: not made, the cosine decides)."""
+    if weights in WEIGHT_RELATIONS:
+        return weights
     if same_hash:
-        return "identical"
-    if score >= th.near_duplicate:
+        return "same-architecture"
+    if score >= th.near_duplicate and near is not False:
         return "near-duplicate"
     if score >= th.related:
         return "related"
@@ -77,10 +134,11 @@ def at_least(relation: str | None) -> tuple[str, ...]:
     """The relations at least as strong as ``relation`` (all of them for ``None``).
 
     Raises:
-        ValueError: ``relation`` is not one of :data:`RELATIONS`.
+        ValueError: ``relation`` is not one of :data:`RELATIONS` (or a legacy name).
     """
     if relation is None:
         return RELATIONS
+    relation = normalize_relation(relation)
     if relation not in RELATIONS:
         raise ValueError(f"relation must be one of {RELATIONS}, found {relation!r}")
     return RELATIONS[: RELATIONS.index(relation) + 1]

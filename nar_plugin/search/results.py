@@ -52,7 +52,7 @@ class Explanation:
 
     def __str__(self) -> str:
         if self.same_hash:
-            return "identical architecture (same graph hash)"
+            return "same architecture (same graph hash)"
         parts = [f"{len(self.shared_motifs)} shared motif types (overlap {self.motif_overlap:.0%})"]
         if self.op_diff:
             diffs = sorted(self.op_diff.items(), key=lambda kv: -abs(kv[1][0] - kv[1][1]))[:5]
@@ -81,11 +81,16 @@ class Match:
         key: index key of the match (its format belongs to whoever indexed it: ``file:...``,
             or an integration's own scheme).
         score: cosine similarity to the query, larger = closer.
-        relation: ``identical`` / ``near-duplicate`` / ``related`` / ``unrelated``.
+        relation: ``same-weights`` / ``fine-tuned-from`` / ``same-architecture`` /
+            ``near-duplicate`` / ``related`` / ``unrelated`` (see :mod:`nar_plugin.search.relations`).
         metadata: what was stored with the match (source, uri, names...), plus what folded into
             it (e.g. the registered versions of an MLflow model, see
             :mod:`nar_plugin.search.resolvers`).
         graph_hash: the match's architecture hash.
+        weights: the weight evidence (a :class:`~nar_plugin.lineage.compare.WeightComparison`)
+            when both models have fingerprints and their weights are related.
+        lineage: for ``fine-tuned-from``: ``parent`` (the match is the query's parent),
+            ``child`` (fine-tuned from the query) or ``None`` (direction unknown).
     """
 
     key: str
@@ -94,16 +99,28 @@ class Match:
     metadata: dict[str, Any] = field(default_factory=dict)
     graph_hash: str | None = None
     _query: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    weights: Any = field(default=None, compare=False)
+    lineage: str | None = None
 
     def explain(self) -> Explanation:
         """Shared motif types and op-level differences between the query and this match."""
         return explain(self._query.get("description") or {}, self.metadata.get("description") or {},
-                       self.relation == "identical")
+                       self.graph_hash is not None and self.graph_hash == self._query.get("graph_hash"))
+
+    def why(self) -> str:
+        """One line: the relation's evidence (weights first, then the architecture)."""
+        arch = str(self.explain())
+        if self.weights is None:
+            return arch
+        side = {"parent": "the match is the parent", "child": "the match was fine-tuned from the query"}
+        extra = f"; {side[self.lineage]}" if self.lineage in side else ""
+        return f"{self.weights.explain()}{extra}; {arch}"
 
     def to_dict(self) -> dict[str, Any]:
         meta = {k: v for k, v in self.metadata.items() if k != "description"}
         return {"key": self.key, "score": round(self.score, 6), "relation": self.relation,
-                "graph_hash": self.graph_hash, "metadata": meta, "explanation": str(self.explain())}
+                "lineage": self.lineage, "graph_hash": self.graph_hash, "metadata": meta,
+                "explanation": self.why()}
 
 
 @dataclass(frozen=True)
@@ -111,10 +128,11 @@ class DuplicateReport:
     """Result of :func:`~nar_plugin.search.api.check_duplicate`.
 
     Attributes:
-        is_duplicate: an identical or near-duplicate model is already indexed.
+        is_duplicate: a model of the same or nearly the same architecture is already indexed
+            (relation ``near-duplicate`` or stronger).
         relation: relation of the best match (``unrelated`` when the index is empty).
-        best: the best match, if any: an identical one before any higher-scoring
-            near-duplicate.
+        best: the best match, if any: the strongest relation first (same weights, fine-tuned,
+            same architecture before any higher-scoring near-duplicate).
         matches: all matches at or above ``near-duplicate``.
     """
 

@@ -21,15 +21,15 @@ def _small() -> Any:
     return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
 
 
-def _log(fmt: str = "pt2") -> Any:
+def _log(fmt: str = "pt2", model: Any = None) -> Any:
     import torch
 
     with mlflow.start_run():
         if fmt == "pickle":
             return mlflow.pytorch.log_model(_small(), name="m", serialization_format="pickle",
                                             pip_requirements=["torch"])
-        return mlflow.pytorch.log_model(_small(), name="m", input_example=torch.randn(2, 4).numpy(),
-                                        pip_requirements=["torch"])
+        return mlflow.pytorch.log_model(model if model is not None else _small(), name="m",
+                                        input_example=torch.randn(2, 4).numpy(), pip_requirements=["torch"])
 
 
 def _exists(name: str) -> bool:
@@ -74,7 +74,8 @@ def test_artifact_location_source_resolves_the_model_and_blocks_the_duplicate(tr
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from nar_plugin.errors import DedupCheckFailedError, DuplicateModelError
 
-    first, second = _log(), _log()  # same architecture
+    model = _small()
+    first, second = _log(model=model), _log(model=model)  # the same weights logged twice: a duplicate
     client = mlflow.MlflowClient()
     name = _name("blk-loc")
     monkeypatch.setenv("NAR_DEDUP", "warn")

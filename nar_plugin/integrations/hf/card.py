@@ -67,7 +67,8 @@ def relation_vs_base_model(match: Any, query: str | None = None, index: Any = No
 
     Returns:
         ``"agrees: base_model is the match"`` / ``"agrees: the match is fine-tuned from the query"``
-        when a card links the two and the relation is identical or near-duplicate;
+        when a card links the two and the relation is the same or nearly the same architecture
+        (``"confirmed by the weights: ..."`` when the weights say fine-tuned or same weights);
         ``"differs: ..."`` when a card links them but the architectures are only related or
         unrelated; ``"no base_model link"`` otherwise.
     """
@@ -79,11 +80,13 @@ def relation_vs_base_model(match: Any, query: str | None = None, index: Any = No
     if query and query.startswith(PREFIX):
         entry = open_index(index).get(query)
         q_base = base_models(entry.metadata) if entry is not None else []
-    close = match.relation in ("identical", "near-duplicate")
+    close = match.relation in ("same-weights", "fine-tuned-from", "same-architecture", "near-duplicate", "identical")
     if m_repo and m_repo in q_base:
         link = "base_model is the match"
     elif q_repo and q_repo in base_models(match.metadata):
         link = "the match is fine-tuned from the query"
     else:
         return "no base_model link"
+    if match.relation in ("same-weights", "fine-tuned-from"):
+        return f"confirmed by the weights: {link}"
     return f"agrees: {link}" if close else f"differs: {link} but the architectures are {match.relation}"

@@ -33,11 +33,15 @@ from nar_plugin.integrations.hf.configs import (
     model_type_of,
 )
 from nar_plugin.integrations.hf.keys import repo_key
+from nar_plugin.integrations.hf.weights import check_declared_base, fingerprint_commit
 from nar_plugin.utils.deps import require
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["autolog", "maybe_autolog"]
+
+#: where the pushed weights' fingerprint rides from the stamping to the indexing (never stored as metadata)
+_FINGERPRINT = "_nar_fingerprint"
 
 
 @dataclass(frozen=True)
@@ -210,7 +214,15 @@ def _stamp(api: Any, repo_id: str, ops: list[Any], kwargs: Mapping[str, Any]) ->
     out = [op for i, op in enumerate(ops) if i != adds.get("README.md")] + [new_op]
     meta = {"model_type": model_type_of(config), "library": library_of(config),
             "base_model": base_models(card_metadata(new_text)) or None}
-    return out, graph, {k: v for k, v in meta.items() if v is not None}
+    meta = {k: v for k, v in meta.items() if v is not None}
+    fp = fingerprint_commit(ops)  # NAR_HF_READ_WEIGHTS=true only
+    if fp is not None:
+        from nar_plugin.index.codec import decode_embedding
+
+        if meta.get("base_model"):
+            check_declared_base(repo_id, fp, meta["base_model"], decode_embedding(nar_card_block(graph)["embedding"]))
+        meta[_FINGERPRINT] = fp
+    return out, graph, meta
 
 
 def _current_readme(api: Any, repo_id: str, kwargs: Mapping[str, Any]) -> str:
@@ -238,8 +250,10 @@ def _index_pushed(repo_id: str, result: Any, graph: ArchGraph, meta: dict[str, A
     if not oid:
         return
     key = repo_key(repo_id, oid)
+    meta = dict(meta)
+    fp = meta.pop(_FINGERPRINT, None)
     with plugin_boundary(f"indexing the pushed model {key}", consequence="the commit was made",
                          silent=_PATCH.config.silent):
         index_graph(graph, key, {"repo_id": repo_id, "revision": oid, **meta}, uri=getattr(result, "commit_url", None),
-                    source_kind="hf")
+                    source_kind="hf", fingerprint=fp)
         logger.info("indexed pushed model %s", key)

@@ -30,6 +30,7 @@ from nar_plugin.integrations.mlflow.tags import (
     nar_tags,
     set_model_and_run_tags,
 )
+from nar_plugin.integrations.mlflow.weights import compute_fingerprint, log_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ def index_logged_model(client: Any, model_id: str, local_dir: str | Path, *,
 
     ``extract(model_dir) -> ArchGraph`` replaces in-process extraction (the webhook receiver
     passes :func:`~nar_plugin.integrations.receiving.extract_in_sandbox`: a sandboxed subprocess).
+
+    The weights in the folder (pt2 archive, ONNX initializers, transformers safetensors) are
+    fingerprinted (:mod:`nar_plugin.lineage`; ``NAR_FINGERPRINT=false`` turns it off), logged as
+    the model's ``nar/fingerprint.json.gz`` and named by the ``nar.weights_hash`` /
+    ``nar.fingerprint`` tags; a failure there is one warning, the model is still indexed.
 
     Returns the tags written. Skips (``nar.status=skipped:<reason>``) pickle-only models unless
     ``NAR_TRUST_PICKLE=true`` and graphs over ``NAR_MAX_NODES``. The tags are written first:
@@ -74,12 +80,19 @@ def index_logged_model(client: Any, model_id: str, local_dir: str | Path, *,
     vector = embed_graph(graph)
     desc = describe_graph(graph)
     tags = nar_tags(graph, vector, encoder_version(), desc["num_motifs"])
+    fp = None
+    with plugin_boundary(f"fingerprinting the weights of model {model_id}", category=NarMlflowWarning,
+                         consequence="it is indexed without weight relations"):
+        fp = compute_fingerprint(local_dir, in_sandbox_context=extract is not None)
+        if fp is not None:
+            tags.update(log_fingerprint(client, model_id, fp))
     lm = set_model_and_run_tags(client, model_id, tags)
     client.set_logged_model_tags(model_id, {TAG_DESCRIPTION: encode_description(desc)})
     with plugin_boundary(f"adding model {model_id} to the local index", category=NarMlflowWarning,
                          consequence="its tags are written; `nar index sync` repairs the index"):
         index_graph(graph, model_key(model_id), model_metadata(lm, tracking_uri_of(client)),
-                    source_kind="mlflow", uri=f"models:/{model_id}", vector=vector, description=desc)
+                    source_kind="mlflow", uri=f"models:/{model_id}", vector=vector, description=desc,
+                    fingerprint=fp)
     return tags
 
 

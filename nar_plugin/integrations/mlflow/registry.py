@@ -1,18 +1,24 @@
 """Registry deduplication: the ``NAR_DEDUP`` policy around model-version creation.
 
-``off``: nothing. ``warn`` (default): the version is created, tagged ``nar.duplicate_of`` and a
-warning names the duplicate. ``tag``: created and tagged, no warning. ``block``:
-:class:`~nar_plugin.errors.DuplicateModelError` before anything is created.
+What counts (see :mod:`~nar_plugin.integrations.mlflow.dedup` for the rules): a new version with
+the **same weights** as any registered version is a duplicate; the same or nearly the same
+architecture under **another registered name** is a *possible* duplicate; a new version of the
+same registered model with new weights (a retrain, a fine-tune) is normal, and tagged with its
+relation to the previous version (``nar.relation_to_previous``) and, when the weights say it was
+fine-tuned from a registered version, ``nar.parent=models:/<name>/<version>``.
+
+``off``: nothing. ``warn`` (default): the version is created and tagged (``nar.duplicate_of``,
+``nar.possible_duplicate_of``, ``nar.relation``), a warning names the duplicate. ``tag``: created
+and tagged, no warning. ``block``: :class:`~nar_plugin.errors.DuplicateModelError` before anything
+is created, for a same-weights duplicate (and for a same-architecture version under another name
+whose weights could not be compared); a possible duplicate is registered with a warning.
 
 ``block`` fails closed: when no check can be made (the source is no LoggedModel, the model has
 no embedding, e.g. a pickle, the index is locked, nar-plugin itself failed) registration is
 refused with :class:`~nar_plugin.errors.DedupCheckFailedError` (a ``DuplicateModelError``) naming
 the reason and the override (``NAR_DEDUP=warn``). ``warn`` and ``tag`` fail open: the version is
-registered unchecked, with a warning.
-
-A version is a duplicate of an already registered version when their architectures are
-``identical`` (same graph hash) or ``near-duplicate`` (cosine at or above the calibrated
-threshold). Also :func:`dedup_report` (``nar dedup``): clusters across the whole registry.
+registered unchecked, with a warning. Also :func:`dedup_report` (``nar dedup``): clusters across
+the whole registry.
 """
 
 from __future__ import annotations
@@ -31,16 +37,18 @@ from nar_plugin.errors import (
     NarMlflowWarning,
     TrackingUnavailableError,
 )
-from nar_plugin.graph import UnionFind
 from nar_plugin.integrations.boundary import warn_safely
+from nar_plugin.integrations.mlflow.dedup import (
+    DedupCluster,
+    VersionVerdict,
+    classify_version,
+    dedup_report,
+)
 from nar_plugin.integrations.mlflow.keys import (
-    VERSION_PREFIX,
-    in_scope,
     model_id_from_source,
     model_key,
     server_id,
     version_key,
-    version_of,
 )
 from nar_plugin.integrations.mlflow.tags import (
     NAR_TAGS,
@@ -48,7 +56,12 @@ from nar_plugin.integrations.mlflow.tags import (
     TAG_DUPLICATE_SCORE,
     TAG_EMBEDDING,
     TAG_GRAPH_HASH,
+    TAG_PARENT,
+    TAG_POSSIBLE_DUPLICATE_OF,
+    TAG_RELATION,
+    TAG_RELATION_TO_PREVIOUS,
     TAG_STATUS,
+    TAG_WEIGHTS_HASH,
 )
 
 logger = logging.getLogger(__name__)
@@ -77,40 +90,20 @@ class DedupPlan:
     model_id: str
     tags: dict[str, str]
     vector: Any
-    duplicate_of: str | None = None
-    score: float | None = None
-    relation: str | None = None
+    verdict: VersionVerdict = field(default_factory=VersionVerdict)
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def duplicate_of(self) -> str | None:
+        return self.verdict.duplicate_of
 
-def find_version_duplicates(vector: Any, graph_hash: str | None, index: Any,
-                            exclude_key: str | None = None, prefer_name: str | None = None,
-                            server: str | None = None) -> list[tuple[str, float, str]]:
-    """Registered versions that are identical or near-duplicates: ``(key, score, relation)``,
-    best first: identical before near-duplicate, then versions of ``prefer_name`` (the model
-    being registered), then by score (larger = closer), then oldest key. ``server``: only
-    versions of that tracking server (a ``keys.server_id``; ``None``: of any)."""
-    from nar_plugin.search.relations import (
-        DUPLICATE_RELATIONS,
-        load_thresholds,
-        relation_for,
-    )
 
-    th = load_thresholds()
-    flt = VERSION_PREFIX if server is None else (lambda e: e.key.startswith(VERSION_PREFIX) and in_scope(e, server))
-    hits = index.search(vector, k=20, filter=flt, exclude_keys=(exclude_key,) if exclude_key else ())
-    out = []
-    for h in hits:
-        rel = relation_for(h.score, graph_hash is not None and h.entry.graph_hash == graph_hash, th)
-        if rel in DUPLICATE_RELATIONS:
-            out.append((h.key, float(h.score), rel))
-    same = f"{prefer_name}/" if prefer_name else None
-
-    def rank(t: tuple[str, float, str]) -> tuple[bool, bool, float, str]:
-        return (t[2] != "identical", not (same and version_of(t[0]).startswith(same)), -round(t[1], 4), t[0])
-
-    out.sort(key=rank)
-    return out
+def find_version_duplicates(index: Any, name: str, vector: Any, graph_hash: str | None, fingerprint: Any,
+                            description: dict[str, Any] | None, server: str | None,
+                            exclude_key: str | None = None) -> VersionVerdict:
+    """How a new version of ``name`` relates to the registered versions of ``server`` (see
+    :func:`~nar_plugin.integrations.mlflow.dedup.classify_version`)."""
+    return classify_version(index, name, vector, graph_hash, fingerprint, description, server, exclude_key)
 
 
 def resolve_model_id(client: Any, source: str, model_id: str | None = None, run_id: str | None = None) -> str | None:
@@ -208,21 +201,34 @@ def before_create(client: Any, name: str, source: str, model_id: str | None, pol
     except TrackingUnavailableError as e:
         logger.warning("%s; checking duplicates against the local index only", e)
     from nar_plugin.integrations.mlflow.client import server_of
+    from nar_plugin.integrations.mlflow.weights import restore_fingerprint
+    from nar_plugin.search.weights import fingerprint_of
 
-    dups = find_version_duplicates(vector, tags.get(TAG_GRAPH_HASH), idx, exclude_key=exclude_key, prefer_name=name,
-                                   server=server_of(client))
-    plan = DedupPlan(mid, tags, vector, metadata={"model_id": mid, "run_id": lm.source_run_id,
-                                                  "experiment_id": lm.experiment_id})
-    if dups:
-        key, score, rel = dups[0]
-        plan.duplicate_of, plan.score, plan.relation = version_of(key), score, rel
-        if policy == "block":
-            raise DuplicateModelError(
-                f"refusing to register a new version of {name!r}: model {mid} is {rel} to registered "
-                f"version {plan.duplicate_of} (cosine {score:.3f}); NAR_DEDUP=block. Set NAR_DEDUP=warn "
-                "to register it anyway",
-                duplicate_of=plan.duplicate_of, score=score,
-            )
+    key = model_key(mid)
+    if TAG_WEIGHTS_HASH in tags and fingerprint_of(idx, key) is None and key in idx:
+        restore_fingerprint(client, idx, key, tags, mid)
+    fp = fingerprint_of(idx, key)
+    entry = idx.get(key)
+    desc = entry.metadata.get("description") if entry is not None else None
+    verdict = find_version_duplicates(idx, name, vector, tags.get(TAG_GRAPH_HASH), fp, desc, server_of(client),
+                                      exclude_key=exclude_key)
+    plan = DedupPlan(mid, tags, vector, verdict, metadata={"model_id": mid, "run_id": lm.source_run_id,
+                                                           "experiment_id": lm.experiment_id})
+    if policy == "block" and verdict.duplicate_of:
+        raise DuplicateModelError(
+            f"refusing to register a new version of {name!r}: model {mid} has the same weights as registered "
+            f"version {verdict.duplicate_of} (every tensor byte-identical); NAR_DEDUP=block. Set NAR_DEDUP=warn "
+            "to register it anyway",
+            duplicate_of=verdict.duplicate_of, score=1.0,
+        )
+    if policy == "block" and verdict.possible_duplicate_of and verdict.unverified:
+        raise DuplicateModelError(
+            f"refusing to register a new version of {name!r}: model {mid} has the same architecture as registered "
+            f"version {verdict.possible_duplicate_of} of another name, and their weights could not be compared "
+            "(no weight fingerprint on one side), so it may be a copy; NAR_DEDUP=block. Set NAR_DEDUP=warn to "
+            "register it anyway",
+            duplicate_of=verdict.possible_duplicate_of, score=verdict.score,
+        )
     return plan
 
 
@@ -259,99 +265,55 @@ def tag_version(client: Any, name: str, version: str, tags: dict[str, str]) -> N
         client.set_model_version_tag(name, version, k, v)
 
 
+def _verdict_tags(v: VersionVerdict) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    if v.duplicate_of:
+        tags[TAG_DUPLICATE_OF] = v.duplicate_of
+    elif v.possible_duplicate_of:
+        tags[TAG_POSSIBLE_DUPLICATE_OF] = v.possible_duplicate_of
+    if v.relation:
+        tags[TAG_RELATION] = v.relation
+    if v.score is not None and (v.duplicate_of or v.possible_duplicate_of):
+        tags[TAG_DUPLICATE_SCORE] = f"{v.score:.4f}"
+    if v.parent:
+        tags[TAG_PARENT] = f"models:/{v.parent}"
+    if v.relation_to_previous:
+        tags[TAG_RELATION_TO_PREVIOUS] = v.relation_to_previous
+    return tags
+
+
 def after_create(client: Any, mv: Any, plan: DedupPlan | None, policy: str) -> None:
-    """Copy the ``nar.*`` tags to the new version, mark duplicates, index the version."""
+    """Copy the ``nar.*`` tags to the new version, tag its relations, warn, index the version."""
     from nar_plugin.integrations.mlflow.client import tracking_uri_of
     from nar_plugin.integrations.mlflow.tags import version_metadata
     from nar_plugin.search.api import open_index
 
     if plan is None:
         return
-    tags = dict(plan.tags)
-    if plan.duplicate_of:
-        tags[TAG_DUPLICATE_OF] = plan.duplicate_of
-        tags[TAG_DUPLICATE_SCORE] = f"{plan.score:.4f}"
+    v = plan.verdict
+    tags = {**plan.tags, **_verdict_tags(v)}
     tag_version(client, mv.name, str(mv.version), tags)
-    if plan.duplicate_of and policy == "warn":
-        msg = (f"nar-plugin: {mv.name} version {mv.version} is {plan.relation} to registered version "
-               f"{plan.duplicate_of} (cosine {plan.score:.3f}); tagged {TAG_DUPLICATE_OF}")
+    if policy in ("warn", "block") and (v.duplicate_of or v.possible_duplicate_of):
+        if v.duplicate_of:
+            msg = (f"nar-plugin: {mv.name} version {mv.version} has the same weights as registered version "
+                   f"{v.duplicate_of}; tagged {TAG_DUPLICATE_OF}")
+        else:
+            why = "weights not compared" if v.unverified else "different weights"
+            msg = (f"nar-plugin: {mv.name} version {mv.version} is a possible duplicate of {v.possible_duplicate_of} "
+                   f"({v.relation}, cosine {v.score:.3f}, {why}); tagged {TAG_POSSIBLE_DUPLICATE_OF}")
         logger.warning(msg)
         warn_safely(msg, DuplicateModelWarning)
     meta = {**version_metadata(mv, tracking_uri_of(client)), **plan.metadata}
+    if plan.tags.get(TAG_WEIGHTS_HASH):
+        meta["weights_hash"] = plan.tags[TAG_WEIGHTS_HASH]
     idx = open_index()
     model_entry = idx.get(model_key(plan.model_id))
     if model_entry is not None and "description" in model_entry.metadata:
         meta["description"] = model_entry.metadata["description"]
-    idx.upsert(version_key(mv.name, mv.version, server_id(tracking_uri_of(client))), plan.vector, source_kind="mlflow",
-               graph_hash=tags.get(TAG_GRAPH_HASH), uri=meta["uri"], metadata=meta)
+    vkey = version_key(mv.name, mv.version, server_id(tracking_uri_of(client)))
+    idx.upsert(vkey, plan.vector, source_kind="mlflow", graph_hash=tags.get(TAG_GRAPH_HASH), uri=meta["uri"],
+               metadata=meta)
+    if plan.tags.get(TAG_WEIGHTS_HASH):
+        from nar_plugin.index.weights import put_weights
 
-
-# ------------------------------------------------------------------ registry-wide report
-@dataclass
-class DedupCluster:
-    """Registered versions sharing one architecture (identical) or nearly (near-duplicate)."""
-
-    relation: str
-    members: list[str]
-    min_score: float
-
-
-def _near_duplicate_groups(idx: Any, groups: list[list[Any]], threshold: float) -> list[list[int]]:
-    """Connected components of "cosine >= threshold" among ``groups`` (of identical versions).
-
-    Each group's first version asks the index for its nearest versions (FAISS k-NN, memory
-    bounded by k), widening k while the farthest hit is still above the threshold; no N x N
-    matrix is built.
-    """
-    pos = {e.key: i for i, group in enumerate(groups) for e in group}
-    uf = UnionFind(range(len(groups)))
-    for i, group in enumerate(groups):
-        rep = group[0]
-        k = 16
-        while True:
-            hits = idx.search(rep.vector, k=k, filter=VERSION_PREFIX, exclude_keys=(rep.key,))
-            if len(hits) < k or hits[-1].score < threshold:
-                break
-            k *= 4
-        for h in hits:
-            j = pos.get(h.key)
-            if j is not None and h.score >= threshold:
-                uf.union(i, j)
-    comps: dict[Any, list[int]] = {}
-    for i in range(len(groups)):
-        comps.setdefault(uf.find(i), []).append(i)
-    return [members for members in comps.values() if len(members) > 1]
-
-
-def dedup_report(index: Any = None, tracking_uri: str | None = None, sync: bool = True) -> list[DedupCluster]:
-    """Clusters of identical / near-duplicate registered versions across the registry of
-    ``tracking_uri`` (default: MLflow's current one); other servers' versions are left out.
-
-    Identical = same graph hash. Near-duplicate clusters are connected components of the
-    "cosine >= near-duplicate threshold" graph among versions not already identical; a
-    cluster's ``min_score`` is its lowest pairwise cosine.
-    """
-    import numpy as np
-
-    from nar_plugin.integrations.mlflow.client import resolve_tracking_uri
-    from nar_plugin.integrations.mlflow.sync import sync_from_tracking
-    from nar_plugin.search.api import open_index
-    from nar_plugin.search.relations import load_thresholds
-
-    idx = open_index(index)
-    if sync:
-        sync_from_tracking(tracking_uri=tracking_uri, index=idx)
-    server = server_id(resolve_tracking_uri(tracking_uri)[0])  # one server's versions only
-    by_hash: dict[str, list[Any]] = {}
-    for e in idx.entries():
-        if e.key.startswith(VERSION_PREFIX) and in_scope(e, server):
-            by_hash.setdefault(e.graph_hash or e.key, []).append(e)
-    clusters = [DedupCluster("identical", sorted(version_of(g.key) for g in group), 1.0)
-                for group in by_hash.values() if len(group) > 1]
-    groups = list(by_hash.values())
-    reps = [group[0] for group in groups]
-    for members in _near_duplicate_groups(idx, groups, load_thresholds().near_duplicate):
-        vecs = np.stack([reps[m].vector for m in members])  # one cluster: small
-        clusters.append(DedupCluster("near-duplicate", sorted(version_of(reps[m].key) for m in members),
-                                     float((vecs @ vecs.T).min())))
-    return clusters
+        put_weights(idx, vkey, plan.tags[TAG_WEIGHTS_HASH])  # the blob is the LoggedModel's

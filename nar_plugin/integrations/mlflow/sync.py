@@ -1,8 +1,9 @@
 """Keep the local index in step with a tracking server.
 
 The ``nar.*`` tags on LoggedModels and model versions are the shared source of truth; every
-client's local index is a cache rebuilt from them. :func:`sync_from_tracking` is incremental: it
-asks only for entries updated since the last sync of that tracking URI, recorded in
+client's local index is a cache rebuilt from them, weight fingerprints included (the blob a
+``nar.fingerprint`` tag names is fetched only when the index lacks those weights).
+:func:`sync_from_tracking` is incremental: it asks only for entries updated since the last sync of that tracking URI, recorded in
 ``<index>/sync-state.json`` (with the encoder version: another encoder means a full sync).
 LoggedModels are filtered by the server (``last_updated_timestamp > t``). Model versions cannot
 be filtered on time by the registry's search (only name, version_number, run_id, source_path),
@@ -43,10 +44,12 @@ from nar_plugin.integrations.mlflow.tags import (
     TAG_EMBEDDING,
     TAG_ENCODER,
     TAG_GRAPH_HASH,
+    TAG_WEIGHTS_HASH,
     decode_description,
     model_metadata,
     version_metadata,
 )
+from nar_plugin.integrations.mlflow.weights import restore_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +79,7 @@ class SyncReport:
     versions_added: int = 0
     skipped_untagged: int = 0
     skipped_other_encoder: int = 0
+    fingerprints: int = 0
     incremental: bool = True
     throttled: bool = False
     server: str = ""
@@ -131,7 +135,7 @@ def _cutoff(since: int, synced_at: float | None) -> int:
 
 
 def _index_tagged(index: Any, key: str, tags: dict[str, str], metadata: dict[str, Any], encoder: str,
-                  report: SyncReport) -> bool:
+                  report: SyncReport, client: Any = None) -> bool:
     from nar_plugin.index.codec import decode_embedding
 
     emb = tags.get(TAG_EMBEDDING)
@@ -147,8 +151,12 @@ def _index_tagged(index: Any, key: str, tags: dict[str, str], metadata: dict[str
     desc = decode_description(tags.get(TAG_DESCRIPTION))
     if desc:
         merged["description"] = desc
+    if tags.get(TAG_WEIGHTS_HASH):
+        merged["weights_hash"] = tags[TAG_WEIGHTS_HASH]
     index.upsert(key, decode_embedding(emb), source_kind="mlflow", graph_hash=tags.get(TAG_GRAPH_HASH),
                  encoder_version=encoder, uri=metadata.get("uri"), metadata=merged)
+    if client is not None and restore_fingerprint(client, index, key, tags, metadata.get("model_id")):
+        report.fingerprints += 1
     return True
 
 
@@ -166,7 +174,7 @@ def _sync_models(client: Any, idx: Any, uri: str, encoder: str, since: int, cuto
             if updated <= since and key in idx:
                 continue  # seen by the last sync: only re-read in the overlap when it was not indexed
             meta = {**model_metadata(lm, uri), "uri": f"models:/{lm.model_id}"}
-            if _index_tagged(idx, key, dict(lm.tags), meta, encoder, report):
+            if _index_tagged(idx, key, dict(lm.tags), meta, encoder, report, client):
                 report.models_added += 1
     return newest
 
@@ -241,7 +249,7 @@ def _sync_versions(client: Any, idx: Any, uri: str, encoder: str, since: int, cu
         key = version_key(mv.name, mv.version, sid)
         if updated <= since and key in idx:
             continue
-        if _index_tagged(idx, key, dict(mv.tags), version_metadata(mv, uri), encoder, report):
+        if _index_tagged(idx, key, dict(mv.tags), version_metadata(mv, uri), encoder, report, client):
             report.versions_added += 1
             legacy = idx.get(legacy_version_key(mv.name, mv.version))
             if legacy is not None and entry_server(legacy) == sid:

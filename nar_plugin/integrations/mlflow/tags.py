@@ -13,10 +13,16 @@ __all__ = [
     "TAG_DUPLICATE_SCORE",
     "TAG_EMBEDDING",
     "TAG_ENCODER",
+    "TAG_FINGERPRINT",
     "TAG_GRAPH_HASH",
     "TAG_NUM_MOTIFS",
     "TAG_NUM_NODES",
+    "TAG_PARENT",
+    "TAG_POSSIBLE_DUPLICATE_OF",
+    "TAG_RELATION",
+    "TAG_RELATION_TO_PREVIOUS",
     "TAG_STATUS",
+    "TAG_WEIGHTS_HASH",
     "decode_description",
     "encode_description",
     "model_metadata",
@@ -33,11 +39,24 @@ TAG_NUM_MOTIFS = "nar.num_motifs"
 TAG_STATUS = "nar.status"
 TAG_DUPLICATE_OF = "nar.duplicate_of"
 TAG_DUPLICATE_SCORE = "nar.duplicate_score"
+#: the relation behind ``nar.duplicate_of`` / ``nar.possible_duplicate_of`` (``same-weights``...)
+TAG_RELATION = "nar.relation"
+#: same or nearly the same architecture under another registered name (weights not the same)
+TAG_POSSIBLE_DUPLICATE_OF = "nar.possible_duplicate_of"
+#: a new version's relation to the previous version of the same registered model
+TAG_RELATION_TO_PREVIOUS = "nar.relation_to_previous"
+#: ``models:/<name>/<version>`` this version was fine-tuned from (MLflow's counterpart of the
+#: Hub's ``base_model``; read from the weights, not declared)
+TAG_PARENT = "nar.parent"
+#: whole-model weights hash, and ``<artifact>@sha256:<digest>`` of the fingerprint artifact
+TAG_WEIGHTS_HASH = "nar.weights_hash"
+TAG_FINGERPRINT = "nar.fingerprint"
 #: compact op/motif histograms (LoggedModels only: run tags are capped at 8,000 chars), so that
 #: ``Match.explain()`` works on entries synced from other machines
 TAG_DESCRIPTION = "nar.description"
 #: what is copied from a LoggedModel to its run and to its registered versions
-NAR_TAGS = (TAG_EMBEDDING, TAG_ENCODER, TAG_GRAPH_HASH, TAG_NUM_NODES, TAG_NUM_MOTIFS, TAG_STATUS)
+NAR_TAGS = (TAG_EMBEDDING, TAG_ENCODER, TAG_GRAPH_HASH, TAG_NUM_NODES, TAG_NUM_MOTIFS, TAG_STATUS,
+            TAG_WEIGHTS_HASH, TAG_FINGERPRINT)
 
 
 def nar_tags(graph: Any, vector: Any, encoder: str, num_motifs: int) -> dict[str, str]:
