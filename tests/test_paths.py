@@ -119,7 +119,10 @@ def test_check_duplicate_finds_the_onnx_export_of_an_indexed_module(tmp_path: Pa
     for variant in ("onnx-legacy", "onnx-dynamo"):
         path = _onnx(model, (x,), tmp_path / f"resnet18-{variant}.onnx", variant)
         report = nar_plugin.check_duplicate(path, index=index)
-        assert report.is_duplicate and report.relation == "same-architecture", (variant, report)
+        # same graph; the weights of the export differ from the module's by the BatchNorm folding
+        # (issue 17's fingerprints then say fine-tuned-from, not same-weights: docs/lineage.md)
+        assert report.is_duplicate and report.relation in ("same-architecture", "fine-tuned-from"), (variant, report)
+        assert report.best is not None and report.best.score > 0.999
         assert report.best is not None and report.best.key == "zoo:resnet18"
         top = nar_plugin.find_similar(path, k=3, index=index)
         assert top[0].key == "zoo:resnet18" and top[0].score > 0.999

@@ -145,10 +145,11 @@ def test_duplicate_warning_under_error_filters_still_tags_and_indexes(tracking: 
     v1 = mlflow.register_model(f"models:/{first.model_id}", name)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the DuplicateModelWarning must not abort the tagging
-        v2 = mlflow.register_model(f"models:/{second.model_id}", name)
-    tags = mlflow.MlflowClient().get_model_version(name, v2.version).tags
-    assert tags["nar.duplicate_of"] == f"{name}/{v1.version}"
-    assert any(k.endswith(f"{name}/{v2.version}") for k in open_index().keys())  # noqa: SIM118 - a method, not a dict
+        # the same architecture under another name: a possible duplicate (issue 17)
+        v2 = mlflow.register_model(f"models:/{second.model_id}", f"{name}-copy")
+    tags = mlflow.MlflowClient().get_model_version(f"{name}-copy", v2.version).tags
+    assert tags["nar.possible_duplicate_of"] == f"{name}/{v1.version}"
+    assert any(k.endswith(f"{name}-copy/{v2.version}") for k in open_index().keys())  # noqa: SIM118 - a method, not a dict
 
 
 # ------------------------------------------------------------------ HF push hook (mock Hub)
