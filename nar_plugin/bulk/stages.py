@@ -158,12 +158,12 @@ def _build_hf(source: Source, snap: Any) -> tuple[Any, list[dict[str, Any]]]:
     # the same graph, key and metadata as `nar index hf` (integrations/hf/index.py)
     from nar_plugin.integrations.hf.configs import graph_from_repo_config
     from nar_plugin.integrations.hf.hub import tree_url
-    from nar_plugin.integrations.hf.index import _entry_metadata
+    from nar_plugin.integrations.hf.index import entry_metadata
     from nar_plugin.integrations.hf.keys import repo_key
 
     graph = graph_from_repo_config(snap.config, {"name": source.ref})
     entry = {"key": repo_key(source.ref, snap.sha), "uri": tree_url(source.ref, snap.sha), "source_kind": "hf",
-             "metadata": _entry_metadata(snap, source.revision)}
+             "metadata": entry_metadata(snap, source.revision)}
     return graph, [entry]
 
 

@@ -17,7 +17,7 @@ from nar_plugin.utils.progress import Progress
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["IndexSummary", "RepoFailure", "index_repo", "index_repos", "specs_from_file"]
+__all__ = ["IndexSummary", "RepoFailure", "entry_metadata", "index_repo", "index_repos", "specs_from_file"]
 
 #: ``progress(spec, key_or_None, error_or_None)``, called after each repo of :func:`index_repos`
 ProgressCallback = Callable[[str, str | None, BaseException | None], None]
@@ -32,7 +32,10 @@ class _Prepared(NamedTuple):
     uri: str
 
 
-def _entry_metadata(snap: HubSnapshot, requested: str | None) -> dict[str, Any]:
+def entry_metadata(snap: HubSnapshot, requested: str | None) -> dict[str, Any]:
+    """The index metadata of a Hub repo's entry (``nar index hf`` and ``nar index bulk`` write
+    the same): repo id, resolved and requested revision, pipeline tag, library, model type,
+    declared ``base_model``; unknown fields left out."""
     meta = {"repo_id": snap.repo_id, "revision": snap.sha, "requested_revision": requested or "main",
             "pipeline_tag": snap.pipeline_tag, "library": snap.library, "model_type": snap.model_type,
             "base_model": snap.base_model or None}
@@ -55,7 +58,7 @@ def _prepare(spec: str, revision: str | None, token: str | bool | None, cache_di
             cfg = Path(tmp) / "config.json"
             cfg.write_text(json.dumps(snap.config))
             graph = extract(cfg)
-    return _Prepared(repo_key(repo_id, snap.sha), graph, _entry_metadata(snap, revision), tree_url(repo_id, snap.sha))
+    return _Prepared(repo_key(repo_id, snap.sha), graph, entry_metadata(snap, revision), tree_url(repo_id, snap.sha))
 
 
 def _store(prepared: _Prepared, index: Any) -> str:
