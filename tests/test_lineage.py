@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures.training import sgd_train
 from torch import nn
 
 from nar_plugin.errors import (
@@ -40,17 +41,7 @@ def _cnn(seed: int) -> nn.Module:
 
 
 def _train(model: nn.Module, steps: int, seed: int, lr: float = 0.05, params: list | None = None) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(3 * 8 * 8, 10, generator=g)
-    opt = torch.optim.SGD(params if params is not None else model.parameters(), lr=lr, momentum=0.9)
-    model.train()
-    for _ in range(steps):
-        x = torch.randn(16, 3, 8, 8, generator=g)
-        loss = nn.functional.cross_entropy(model(x), (x.flatten(1) @ w).argmax(1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return sgd_train(model, steps, seed, size=8, lr=lr, params=params)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures.training import sgd_train
 from torch import nn
 
 pytestmark = pytest.mark.integration
@@ -32,19 +33,8 @@ def _cnn(seed: int) -> nn.Module:
                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
 
 
-def _train(model: nn.Module, steps: int, seed: int, lr: float = 0.05) -> nn.Module:
-    """SGD on a synthetic task (labels from a fixed random linear map of the input)."""
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(3 * 16 * 16, 10, generator=g)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    model.train()
-    for _ in range(steps):
-        x = torch.randn(16, 3, 16, 16, generator=g)
-        loss = nn.functional.cross_entropy(model(x), (x.flatten(1) @ w).argmax(1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+def _train(model: nn.Module, steps: int, seed: int, lr: float = 0.05, params: list | None = None) -> nn.Module:
+    return sgd_train(model, steps, seed, size=16, lr=lr, params=params)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,8 @@
-"""Calibrate the relation thresholds of :func:`nar_plugin.find_similar` on the corpus.
+"""Calibrate the relation thresholds of :func:`nar_plugin.find_similar`.
+
+The shipped thresholds come from :func:`calibrate_cross_library` (``nar train`` runs it): pairs
+of models written by two different libraries (issue 16), rules in its docstring.
+:func:`calibrate` is the earlier, within-corpus rule, kept as a function of embeddings and labels:
 
 A pair of corpus architectures is *positive* when both belong to one family. For each threshold
 ``t`` on cosine (larger = closer), precision = share of pairs with cosine >= t that are positive,
@@ -35,7 +39,6 @@ __all__ = [
     "THRESHOLDS_FORMAT_VERSION",
     "calibrate",
     "calibrate_cross_library",
-    "calibrate_from_corpus",
     "precision_recall_at",
     "read_thresholds",
     "write_thresholds",
@@ -146,29 +149,6 @@ def read_thresholds(path: str | os.PathLike[str]) -> dict[str, Any]:
     return read_versioned_json(path, THRESHOLDS_FORMAT, THRESHOLDS_FORMAT_VERSION)
 
 
-def calibrate_from_corpus(corpus: str | Path | None = None, weights: str | Path | None = None,
-                          seed: int = 0) -> dict[str, Any]:
-    """Embed the corpus (as selected for training) with the encoder in ``weights`` (default: see
-    :func:`~nar_plugin.model.inference.load_encoder`) and write ``thresholds.json`` next to it."""
-    from nar_plugin.model.inference import embed_many, load_encoder
-    from nar_plugin.training.config import TrainConfig
-    from nar_plugin.training.data import load_training_corpus, select_items
-
-    if corpus is None:
-        from nar_plugin.corpus import default_corpus_dir
-
-        corpus = default_corpus_dir()
-    cfg = TrainConfig()
-    entries = select_items(load_training_corpus(corpus, sources=["timm", "torchvision", "transformers"]),
-                           cfg.max_nodes, cfg.max_per_family, seed)
-    enc = load_encoder(weights, reload=True)
-    emb = embed_many([e.graph for e in entries], encoder=enc)
-    result = calibrate(emb, [e.family for e in entries], [e.graph.graph_hash for e in entries], seed=seed)
-    # beside the weights actually loaded (NAR_ENCODER_WEIGHTS when set and weights is None)
-    write_thresholds(result, enc.path.parent / "thresholds.json", enc.version)
-    return result
-
-
 def _threshold_for_precision(scores: np.ndarray, positive: np.ndarray, target: float) -> float | None:
     """The lowest ``t`` whose precision is >= ``target`` (the most recall at that precision)."""
     order = np.argsort(-scores, kind="stable")
@@ -234,7 +214,7 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
             out[f"{name}_precision_{part}"] = round(p, 4)
             out[f"{name}_recall_{part}"] = round(r, 4)
             out[f"{name}_f1_{part}"] = round(2 * p * r / (p + r), 4) if p + r else 0.0
-        out[f"pairs_{part}"] = int(len(pairs["scores"]))
+        out[f"pairs_{part}"] = len(pairs["scores"])
     # the fields search.api reads / older readers expect
     out["related_precision"], out["related_recall"] = out["related_precision_held_out"], out["related_recall_held_out"]
     out["near_duplicate_precision"] = out["near_duplicate_precision_held_out"]

@@ -45,6 +45,11 @@ def default_lolo_dir() -> Path:
 
 
 def _corpus_sources(corpus: str | os.PathLike[str]) -> list[str]:
+    """The corpus' sources: its shard names (a built corpus), else those of its JSONL records."""
+    if (Path(corpus) / "manifest.json").is_file():
+        from nar_plugin.corpus.store import CorpusStore
+
+        return CorpusStore(corpus, create=False).sources()
     from nar_plugin.training.data import load_training_corpus
 
     return sorted({e.source for e in load_training_corpus(corpus)})

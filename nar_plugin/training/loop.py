@@ -206,9 +206,12 @@ def _fit(model: NAREncoder, cfg: TrainConfig, run: _Run, dev: torch.device, out:
             row["epoch"] = epoch
             row["seconds"] = time.perf_counter() - te
             if run.split.test.size and (epoch == cfg.epochs or (cfg.eval_every and epoch % cfg.eval_every == 0)):
-                res = evaluate_split(embed_prepared(model, run.test_prepared, device=dev), run.labels, run.split)
+                learned = embed_prepared(model, run.test_prepared, device=dev)
+                res = evaluate_split(learned, run.labels, run.split)
                 row.update({f"test_{k}": v for k, v in res.items() if k in ("MAP@20", "MRR@20", "NDCG@20")})
                 metrics[run.split.name] = res
+                if epoch == cfg.epochs and cfg.sketch_dim:  # the shipped embedding: + the sketch
+                    metrics[f"{run.split.name}+sketch"] = _composed_metrics(model, run, learned)
                 if save_checkpoints:
                     _save_checkpoint(out / "checkpoint.pt", epoch, model, opt, cfg)
             history.append(row)
@@ -222,12 +225,12 @@ def _fit(model: NAREncoder, cfg: TrainConfig, run: _Run, dev: torch.device, out:
     return history, metrics
 
 
-def _composed_metrics(model: NAREncoder, run: _Run, dev: torch.device) -> dict[str, float]:
-    """Test metrics of the shipped embedding (learned part + structural sketch)."""
+def _composed_metrics(model: NAREncoder, run: _Run, learned: np.ndarray) -> dict[str, float]:
+    """Test metrics of the shipped embedding: ``learned`` (the test items' learned parts) +
+    the structural sketch."""
     from nar_plugin.model.sketch import compose
 
     cfg = model.config
-    learned = embed_prepared(model, run.test_prepared, device=dev)
     emb = compose(learned, [run.items[int(i)].graph for i in run.split.test], cfg.sketch_dim, cfg.sketch_weight)
     return evaluate_split(emb, run.labels, run.split)
 
@@ -324,8 +327,6 @@ def train(
     with torch_threads(cfg.num_threads), seeded(cfg.seed, dev):
         model = NAREncoder(cfg.encoder_config(len(run.train_fams) if cfg.ce_loss else 0)).to(dev)
         history, metrics = _fit(model, cfg, run, dev, out, progress, save_checkpoints)
-        if run.split.test.size and cfg.sketch_dim:
-            metrics[f"{run.split.name}+sketch"] = _composed_metrics(model, run, dev)
     seconds = time.perf_counter() - t0
     card = _card(cfg, run, corpus_dir, command, history, metrics, seconds, dev)
     wpath, jpath, version = save_weights(model, out, card)
