@@ -4,10 +4,12 @@
    initialised roots per architecture, so same-architecture strangers exist), each "pre-trained"
    with SGD on its own synthetic task; ``--children`` children per root and ``--grandchildren``
    per child, each fine-tuned from its parent on another task, half of them fully (SGD), half
-   LoRA-style (rank-4 updates to a few weight matrices, trained, then merged: the other tensors
-   stay byte-identical). :func:`nar_plugin.lineage.compare.reconstruct_tree` sees only the
+   LoRA-style (rank-4 updates to a few weight matrices, trained, then merged: the other weights
+   stay byte-identical; buffers such as BatchNorm statistics are the trained model's, as with
+   PEFT's ``merge_and_unload``). :func:`nar_plugin.lineage.compare.reconstruct_tree` sees only the
    fingerprints. Printed: edge precision / recall (undirected), direction accuracy (of the true
-   edges found), and the accuracy of each direction signal alone (kurtosis, weight norm).
+   edges found), and the accuracy of each direction signal alone (step counters, kurtosis,
+   weight norm); ``--no-counters`` hides the step counters from the comparison (kurtosis only).
 2. **Cost.** ResNet-50: ``mlflow.pytorch.log_model`` (local SQLite tracking store, nar-plugin's
    hooks off) vs fingerprinting what it saved (the pt2 archive in the model folder), and
    fingerprinting the in-memory module.
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +126,8 @@ def lora_finetune(parent: nn.Module, kind: str, task: int, steps: int, seed: int
         for m, a, b in adapters:
             target = merged.get_submodule(names[id(m)])
             target.weight += (b @ a).reshape(target.weight.shape)
+        for name, buf in child.named_buffers():  # what PEFT's merge_and_unload returns: the trained
+            merged.get_buffer(name).copy_(buf)    # model, whose BatchNorm statistics moved in train mode
     return merged
 
 
@@ -145,7 +150,7 @@ def build_tree(roots: int, children: int, grandchildren: int, steps: int) -> tup
                     task += 1
                     cname = f"{parent}.{c}"
                     lora = (c + depth) % 2 == 1
-                    seed = hash(cname) % 10_000
+                    seed = zlib.crc32(cname.encode()) % 10_000  # str hash() changes per process
                     child = (lora_finetune(models[parent], kind, task, steps, seed) if lora else
                              train(copy.deepcopy(models[parent]), kind, task, steps,
                                    lr=0.05 if kind == "cnn" else 0.01, seed=seed))
@@ -160,7 +165,7 @@ def _fingerprints(args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[
     """The tree's fingerprints and true edges (from ``--cache`` when it holds this configuration)."""
     from nar_plugin.lineage import WeightFingerprint
 
-    config = [args.roots, args.children, args.grandchildren, args.steps, 3]  # 3: the version of the generator
+    config = [args.roots, args.children, args.grandchildren, args.steps, 5]  # 5: the version of the generator
     cache = Path(args.cache) if args.cache else None
     if cache is not None and cache.is_file():
         doc = json.loads(cache.read_text())
@@ -177,8 +182,19 @@ def _fingerprints(args: argparse.Namespace) -> tuple[dict[str, Any], list[tuple[
     return fps, truth, t_train
 
 
+def _without_counters(fp: Any) -> Any:
+    """``fp`` without its step counters: the direction then rests on kurtosis alone."""
+    from nar_plugin.lineage import WeightFingerprint
+    from nar_plugin.lineage.compare import COUNTER_NAMES
+
+    kept = tuple(t for t in fp.tensors if t.name.rsplit(".", 1)[-1] not in COUNTER_NAMES)
+    return WeightFingerprint(kept, fp.weights_hash, fp.source)
+
+
 def tree_metrics(args: argparse.Namespace) -> dict[str, float]:
     fps, truth, t_train = _fingerprints(args)
+    if args.no_counters:
+        fps = {k: _without_counters(fp) for k, fp in fps.items()}
     t1 = time.perf_counter()
     found = reconstruct_tree(fps)
     t_tree = time.perf_counter() - t1
@@ -194,13 +210,15 @@ def tree_metrics(args: argparse.Namespace) -> dict[str, float]:
     true_set = {frozenset(e) for e in truth}
     found_set = {frozenset((e.parent, e.child)) for e in found}
     hit = true_set & found_set
-    signals = {"kurtosis": 0, "norm": 0, "decisive": 0, "decisive_ok": 0}
+    signals = {"kurtosis": 0, "norm": 0, "decisive": 0, "decisive_ok": 0, "counters": 0, "counters_ok": 0}
     for parent, child in truth:
         c = compare(fps[parent], fps[child])
         signals["kurtosis"] += c.kurtosis_delta > 0
         signals["norm"] += c.norm_delta > 0
         signals["decisive"] += c.direction is not None
         signals["decisive_ok"] += c.direction == "a->b"
+        signals["counters"] += c.evidence == "counters"
+        signals["counters_ok"] += c.evidence == "counters" and c.direction == "a->b"
     strangers = [(a, b) for a in fps for b in fps if a < b and a.split(".")[0] != b.split(".")[0]
                  and a[:2] == b[:2]]
     sims = [compare(fps[a], fps[b]).similarity or 0.0 for a, b in strangers]
@@ -215,6 +233,8 @@ def tree_metrics(args: argparse.Namespace) -> dict[str, float]:
         "direction_by_kurtosis": signals["kurtosis"] / len(truth), "direction_by_norm": signals["norm"] / len(truth),
         "pairwise_decisive_share": signals["decisive"] / len(truth),
         "pairwise_decisive_accuracy": signals["decisive_ok"] / max(signals["decisive"], 1),
+        "pairwise_counter_share": signals["counters"] / len(truth),
+        "pairwise_counter_accuracy": signals["counters_ok"] / max(signals["counters"], 1),
         "parent_child_similarity_min": float(min(kin)), "stranger_similarity_max": float(max(sims)) if sims else 0.0,
         "train_s": t_train, "tree_s": t_tree,
     }
@@ -306,6 +326,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cache", default="", help="JSON file keeping the tree's fingerprints between runs")
     ap.add_argument("--quick", action="store_true", help="a smaller tree, no cost or memory runs")
+    ap.add_argument("--no-counters", action="store_true", help="hide BatchNorm step counters (kurtosis only)")
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
     args = ap.parse_args()

@@ -146,6 +146,41 @@ def test_fine_tune_vs_stranger_and_direction(family: dict[str, nn.Module]) -> No
     assert {frozenset(e) for e in reverse} == {frozenset(e) for e in edges}  # the same undirected tree
 
 
+def test_step_counters_give_the_direction_of_a_tiny_update(family: dict[str, nn.Module]) -> None:
+    """BatchNorm's num_batches_tracked counts train-mode steps: the direction of an update far too
+    small for kurtosis, and the orientation of a tree whatever the tie-break order."""
+    base = family["base"]
+    tiny = _train(copy.deepcopy(base), 3, seed=7, lr=1e-5)
+    fb, ft = fingerprint_module(base), fingerprint_module(tiny)
+    c = compare(fb, ft)
+    assert weight_relation(c) == "fine-tuned-from" and c.similarity > 0.999, c
+    assert (c.direction, c.evidence, c.steps_delta) == ("a->b", "counters", 3.0), c
+    assert "BatchNorm step counters rise a -> b (3 steps)" in c.explain()
+    back = compare(ft, fb)
+    assert (back.direction, back.evidence, back.steps_delta) == ("b->a", "counters", -3.0), back
+    # BatchNorm frozen (its counter left as the parent's): kurtosis alone, too small a change to tell
+    frozen = copy.deepcopy(tiny)
+    frozen[1].num_batches_tracked.copy_(base[1].num_batches_tracked)
+    f = compare(fb, fingerprint_module(frozen))
+    assert weight_relation(f) == "fine-tuned-from" and f.evidence is None and f.direction is None, f
+    # counters that disagree say nothing
+    two = nn.Sequential(*copy.deepcopy(base)[:2], nn.BatchNorm2d(16))
+    other = copy.deepcopy(two)
+    with torch.no_grad():
+        other[1].num_batches_tracked += 5
+        other[2].num_batches_tracked -= 5
+        other[0].weight.mul_(1.0001)
+    m = compare(fingerprint_module(two), fingerprint_module(other))
+    assert m.evidence is None and m.direction is None, m
+    # a tree of three generations is oriented by the counters, whatever order breaks ties
+    grand = _train(copy.deepcopy(tiny), 2, seed=8, lr=1e-5)
+    fps = {"grand": fingerprint_module(grand), "tiny": ft, "base": fb}
+    for order in ({"grand": 0, "tiny": 1, "base": 2}, {"base": 0, "tiny": 1, "grand": 2}):
+        edges = reconstruct_tree(fps, order=order)
+        assert {(e.parent, e.child) for e in edges} == {("base", "tiny"), ("tiny", "grand")}, edges
+        assert all(e.directed for e in edges)
+
+
 # ------------------------------------------------------------------ the index and search
 def test_index_stores_fingerprints_and_finds_relatives(family: dict[str, nn.Module], tmp_path: Path) -> None:
     from nar_plugin.index import EmbeddingIndex

@@ -8,7 +8,7 @@ numpy always, torch only to read an in-memory module, onnx only to read an ONNX 
 - :mod:`.fingerprint`: :class:`WeightFingerprint` and its stored form (gzip JSON, versioned);
 - :mod:`.readers`: an ``nn.Module``, pt2 archives, safetensors, ONNX initializers, MLflow model
   folders; never unpickles;
-- :mod:`.compare`: weight similarity, direction (kurtosis), relation, tree reconstruction.
+- :mod:`.compare`: weight similarity, direction (step counters, kurtosis), relation, tree reconstruction.
 
 See docs/lineage.md.
 """
