@@ -158,8 +158,14 @@ def _threshold_for_precision(scores: np.ndarray, positive: np.ndarray, target: f
     return float(s[ok[-1]]) if len(ok) else None
 
 
-def _cross_pairs(emb: np.ndarray, items: Sequence[Any], keep: np.ndarray) -> dict[str, np.ndarray]:
-    """Pairs of items of two different libraries (both in ``keep``), identical graphs left out."""
+def _cross_pairs(emb: np.ndarray, items: Sequence[Any], keep: np.ndarray, descriptions: Sequence[Any],
+                 floor: float) -> dict[str, np.ndarray]:
+    """Pairs of items of two different libraries (both in ``keep``), identical graphs left out.
+
+    ``fine``: the fine similarity (:func:`~nar_plugin.evaluation.fine_structure.fine_similarity`)
+    of the pairs with cosine >= ``floor`` (0 below: no near-duplicate rule goes below it)."""
+    from nar_plugin.evaluation.fine_structure import fine_similarity
+
     idx = np.flatnonzero(keep)
     iu = np.triu_indices(len(idx), k=1)
     a, b = idx[iu[0]], idx[iu[1]]
@@ -169,48 +175,103 @@ def _cross_pairs(emb: np.ndarray, items: Sequence[Any], keep: np.ndarray) -> dic
     a, b = a[sel], b[sel]
     fam = np.asarray([it.family for it in items])
     fine = np.asarray([it.fine for it in items])
-    return {"scores": np.einsum("ij,ij->i", emb[a], emb[b]).astype(np.float64),
-            "family": fam[a] == fam[b], "fine": fine[a] == fine[b]}
+    scores = np.einsum("ij,ij->i", emb[a], emb[b]).astype(np.float64)
+    fsim = np.zeros(len(a))
+    for i in np.flatnonzero(scores >= floor):
+        fsim[i] = fine_similarity(descriptions[a[i]], descriptions[b[i]]) or 0.0
+    return {"scores": scores, "fine_sim": fsim, "family": fam[a] == fam[b], "fine": fine[a] == fine[b],
+            "a": a, "b": b}
+
+
+def _choose_near(pairs: dict[str, np.ndarray], floor: float, target: float,
+                 min_recall: float) -> tuple[float, float, str]:
+    """(cosine threshold >= ``floor``, fine threshold, rule) of the near-duplicate decision
+    "cosine >= t1 and fine similarity >= t2" for "same fine label": the most recall among the
+    pairs of thresholds with precision >= ``target`` and recall >= ``min_recall``; else the best
+    precision with recall >= ``min_recall``; else the best F1."""
+    c, f, pos = pairs["scores"], pairs["fine_sim"], pairs["fine"]
+    total = max(1, int(pos.sum()))
+    cand = c >= floor
+    t1s = np.unique(np.concatenate([[floor], np.round(c[cand & pos], 3)]))
+    t2s = np.unique(np.round(f[cand & pos], 3))
+    rows: list[tuple[float, float, float, float, float]] = []  # t1, t2, precision, recall, F1
+    for t2 in t2s:
+        m = cand & (f >= t2)
+        all_c, pos_c = np.sort(c[m]), np.sort(c[m & pos])
+        n_sel = len(all_c) - np.searchsorted(all_c, t1s, side="left")
+        tp = len(pos_c) - np.searchsorted(pos_c, t1s, side="left")
+        prec, rec = tp / np.maximum(n_sel, 1), tp / total
+        f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0.0)
+        rows += zip(t1s.tolist(), [float(t2)] * len(t1s), prec.tolist(), rec.tolist(), f1.tolist())
+    enough = [r for r in rows if r[3] >= min_recall]
+    hit = [r for r in enough if r[2] >= target]
+    if hit:
+        best = max(hit, key=lambda r: (r[3], r[2]))
+        return best[0], best[1], f"most recall with precision >= {target} and recall >= {min_recall}"
+    if enough:
+        best = max(enough, key=lambda r: (r[2], r[3]))
+        return best[0], best[1], f"best precision at recall >= {min_recall}"
+    best = max(rows, key=lambda r: r[4])
+    return best[0], best[1], "best F1"
 
 
 def calibrate_cross_library(weights: str | Path | None = None, root: str | Path | None = None, seed: int = 0,
-                            near_precision: float = 0.9, write: bool = True) -> dict[str, Any]:
+                            near_precision: float = 0.9, near_min_recall: float = 0.5,
+                            write: bool = True) -> dict[str, Any]:
     """Calibrate the thresholds on the cross-library benchmark (issue 16) and write them beside
     the weights.
 
     Pairs are models of two *different* libraries (identical graphs left out: they are
-    ``identical`` by hash). The families are split in two seeded halves: thresholds are chosen
-    on pairs within the first half and reported on both halves (the second is held out).
+    ``same-architecture`` by hash). The families are split in two seeded halves: thresholds are
+    chosen on pairs within the first half and reported on both halves (the second is held out).
 
     - ``related``: the best F1 for "same family";
-    - ``near_duplicate``: the lowest cosine at which "same fine label" (the same network written
-      by another library) reaches ``near_precision``; if none does, the best-F1 cosine for it.
+    - ``near_duplicate`` and ``near_duplicate_fine``: the decision ``find_similar`` makes,
+      cosine >= ``near_duplicate`` (at least ``related``) **and** fine similarity >=
+      ``near_duplicate_fine`` (:func:`~nar_plugin.evaluation.fine_structure.structure_near`),
+      for "same fine label" (the same network written by another library): the most recall
+      with precision >= ``near_precision`` and recall >= ``near_min_recall``; if no pair of
+      thresholds reaches both, the best precision at recall >= ``near_min_recall``.
 
     Returns:
         The thresholds, with precision / recall / F1 of each on the calibration half
-        (``*_calibration``) and on the held-out half (``*_held_out``).
+        (``*_calibration``) and on the held-out half (``*_held_out``); ``near_duplicate_*`` are
+        those of the two-threshold decision, ``near_duplicate_cosine_only_*`` those of the
+        cosine threshold alone (for comparison).
     """
     from nar_plugin.corpus.crosslib import load_cross_library
+    from nar_plugin.evaluation.fine_structure import (
+        FINE_VERSION,
+        fine_signature,
+        structure_near,
+    )
     from nar_plugin.model.inference import embed_many, load_encoder
 
     items = load_cross_library(root)
     enc = load_encoder(weights, reload=True)
     emb = embed_many([it.graph for it in items], encoder=enc)
+    descriptions = [{"fine": fine_signature(it.graph)} for it in items]
     fams = sorted({it.family for it in items})
     rng = np.random.default_rng(seed)
     first = {fams[int(i)] for i in rng.permutation(len(fams))[: len(fams) // 2]}
     in_first = np.asarray([it.family in first for it in items])
-    cal, held = _cross_pairs(emb, items, in_first), _cross_pairs(emb, items, ~in_first)
+    cal = _cross_pairs(emb, items, in_first, descriptions, np.inf)  # cosines only
     related = _best_f1(cal["scores"], cal["family"])
-    near = _threshold_for_precision(cal["scores"], cal["fine"], near_precision)
-    near_rule = f"lowest cosine with precision >= {near_precision} for same fine label across libraries"
-    if near is None:
-        near, near_rule = _best_f1(cal["scores"], cal["fine"]), "best F1 for same fine label across libraries"
-    near = max(near, related)
-    out: dict[str, Any] = {"related": round(related, 4), "near_duplicate": round(near, 4)}
+    cal = _cross_pairs(emb, items, in_first, descriptions, related)
+    held = _cross_pairs(emb, items, ~in_first, descriptions, related)
+    near, near_fine, near_rule = _choose_near(cal, related, near_precision, near_min_recall)
+    out: dict[str, Any] = {"related": round(related, 4), "near_duplicate": round(near, 4),
+                           "near_duplicate_fine": round(near_fine, 4), "fine_version": FINE_VERSION}
     for part, pairs in (("calibration", cal), ("held_out", held)):
-        for name, t, truth in (("related", related, "family"), ("near_duplicate", near, "fine")):
-            p, r = precision_recall_at(pairs["scores"], pairs[truth], t)
+        # the product's decision, pair by pair (relation_for: cosine and structurally_near)
+        near_sel = np.asarray([bool(s >= out["near_duplicate"] and structure_near(
+            descriptions[a], descriptions[b], out["near_duplicate_fine"]))
+            for s, a, b in zip(pairs["scores"], pairs["a"], pairs["b"])], dtype=bool)
+        for name, sel, truth in (("related", pairs["scores"] >= related, "family"),
+                                 ("near_duplicate", near_sel, "fine"),
+                                 ("near_duplicate_cosine_only", pairs["scores"] >= out["near_duplicate"], "fine")):
+            tp = float(np.sum(sel & pairs[truth]))
+            p, r = tp / max(1.0, float(sel.sum())), tp / max(1.0, float(pairs[truth].sum()))
             out[f"{name}_precision_{part}"] = round(p, 4)
             out[f"{name}_recall_{part}"] = round(r, 4)
             out[f"{name}_f1_{part}"] = round(2 * p * r / (p + r), 4) if p + r else 0.0
@@ -219,7 +280,8 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
     out["related_precision"], out["related_recall"] = out["related_precision_held_out"], out["related_recall_held_out"]
     out["near_duplicate_precision"] = out["near_duplicate_precision_held_out"]
     out["near_duplicate_recall"] = out["near_duplicate_recall_held_out"]
-    out["rules"] = {"related": "best F1 for same family across libraries", "near_duplicate": near_rule,
+    out["rules"] = {"related": "best F1 for same family across libraries",
+                    "near_duplicate": f"cosine and fine similarity for same fine label across libraries: {near_rule}",
                     "split": f"families halved with seed {seed}: chosen on one half, *_held_out on the other"}
     out["sources"] = f"cross-library benchmark ({len(items)} models, {len({it.library for it in items})} libraries)"
     if write:

@@ -25,6 +25,10 @@ Protocol, for every library ``L`` (the *query library*):
 Methods are *embedders* ``items -> (N, D)`` compared by cosine. :data:`METHODS` names the
 built-in ones; pass ``LeaveOneOut(train_fn)`` to evaluate a method retrained without the query
 library (``train_fn(excluded_library) -> embedder``; part 2 of issue 16 plugs NAR training in).
+``FineRerank(method)`` ranks as :func:`nar_plugin.search.api.find_similar` does: the cosine
+order, then the structurally closest of the first ``SHORTLIST`` gallery items moved first
+(:mod:`nar_plugin.evaluation.fine_structure`, the same functions). The built-in ``nar`` is
+that (the product's ranking); ``nar_cosine`` is the embedding's cosine alone.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ __all__ = [
     "METHODS",
     "CrossLibraryResult",
     "Embedder",
+    "FineRerank",
     "LeaveOneOut",
     "aten_histogram_embed",
     "bookkeeping_ops",
@@ -71,11 +76,28 @@ class LeaveOneOut:
     train_fn: Callable[[str], Embedder]
 
 
+@dataclass(frozen=True)
+class FineRerank:
+    """A method ranked like :func:`~nar_plugin.search.api.find_similar`: its cosine shortlist
+    reranked by the fine structural stage (:func:`fine_rerank_scores`)."""
+
+    base: Embedder | LeaveOneOut
+
+    def __call__(self, items: Sequence[CrossLibItem]) -> np.ndarray:
+        if isinstance(self.base, LeaveOneOut):
+            raise TypeError("a leave-one-out method embeds per query library (run_cross_library)")
+        return self.base(items)
+
+
 #: Built-in methods (see :func:`make_embedder`), in table order.
-METHODS: tuple[str, ...] = ("nar", "histogram", "histogram_attrs", "wl", "aten", "aten_compute", "gcn", "gat")
+METHODS: tuple[str, ...] = ("nar", "nar_cosine", "histogram", "histogram_attrs", "wl", "aten", "aten_compute",
+                            "gcn", "gat")
+#: Built-in methods ranked with the fine rerank (:class:`FineRerank`).
+RERANKED: frozenset[str] = frozenset({"nar"})
 #: Methods that need no training.
 DEFAULT_METHODS: tuple[str, ...] = ("nar", "histogram", "histogram_attrs", "wl", "aten", "aten_compute")
-_LABELS = {"nar_lolo": "NAR (library held out)", "nar": "NAR (shipped)", "histogram": "op histogram", "histogram_attrs": "op hist. + attributes",
+_LABELS = {"nar_lolo": "NAR (library held out)", "nar": "NAR (shipped)", "nar_cosine": "NAR cosine only",
+           "nar_lolo_cosine": "NAR cosine only (held out)", "histogram": "op histogram", "histogram_attrs": "op hist. + attributes",
            "wl": "WL subtree", "aten": "ATen-op hist. (all)", "aten_compute": "ATen-op hist. (compute)",
            "gcn": "GCN", "gat": "GAT"}
 #: Columns where smaller is better.
@@ -146,7 +168,8 @@ def make_embedder(name: str, *, corpus: Any = None, gnn_epochs: int = 20, seed: 
     """A built-in method by name (:data:`METHODS`).
 
     Args:
-        name: ``nar`` (shipped weights, or ``encoder``), ``histogram``, ``histogram_attrs``,
+        name: ``nar`` / ``nar_cosine`` (shipped weights, or ``encoder``; the embedding, which
+            :func:`run_cross_library` reranks for ``nar``), ``histogram``, ``histogram_attrs``,
             ``wl``, ``aten`` (every ATen op name), ``aten_compute`` (without views, copies and
             shape ops), ``gcn``, ``gat`` (the last two train on the main corpus first).
         corpus: main corpus directory for ``gcn`` / ``gat``.
@@ -157,7 +180,7 @@ def make_embedder(name: str, *, corpus: Any = None, gnn_epochs: int = 20, seed: 
     Raises:
         ValueError: unknown name.
     """
-    if name == "nar":
+    if name in ("nar", "nar_cosine"):
         def nar(items: Sequence[CrossLibItem]) -> np.ndarray:
             from nar_plugin.model.inference import embed_many
 
@@ -181,16 +204,56 @@ def make_embedder(name: str, *, corpus: Any = None, gnn_epochs: int = 20, seed: 
 
 
 # ------------------------------------------------------------------ metrics
+def fine_rerank_scores(emb: np.ndarray, descriptions: Sequence[Mapping[str, Any]],
+                       queries: Sequence[int] | np.ndarray, gallery: Sequence[int] | np.ndarray,
+                       decimals: int = 6) -> np.ndarray:
+    """``(N, N)`` scores ranking as :func:`~nar_plugin.search.api.find_similar` does.
+
+    Row ``q`` (for each query) is the cosine (rounded to ``decimals``), except that the gallery
+    item :func:`~nar_plugin.evaluation.fine_structure.promote_first` picks among the query's
+    first ``SHORTLIST`` gallery items (cosine order, the query itself left out) gets
+    ``cosine + 2``: it ranks first, the rest keep their order. Rows of non-queries are plain
+    cosines.
+
+    Args:
+        emb: ``(N, D)`` embeddings.
+        descriptions: per item, a description with the ``fine`` signature
+            (``{"fine": fine_signature(graph)}`` or a full :func:`describe_graph`).
+        queries: rows to rerank.
+        gallery: the items each query ranks.
+    """
+    from nar_plugin.evaluation.fine_structure import (
+        SHORTLIST,
+        fine_similarity,
+        promote_first,
+    )
+
+    x = np.asarray(emb, dtype=np.float64)
+    x = x / np.where((n := np.linalg.norm(x, axis=1, keepdims=True)) > 0, n, 1.0)
+    scores = np.round(x @ x.T, decimals)
+    g = np.asarray(gallery, dtype=np.int64)
+    for q in np.asarray(queries, dtype=np.int64):
+        cand = g[g != q]
+        short = cand[np.argsort(-scores[q, cand], kind="stable")[:SHORTLIST]]
+        pos = promote_first([fine_similarity(descriptions[q], descriptions[j]) for j in short])
+        if pos is not None:
+            scores[q, short[pos]] += 2.0
+    return scores
+
+
 def first_hit_ranks(emb: np.ndarray, labels: Sequence[str], queries: Sequence[int] | np.ndarray,
-                    gallery: Sequence[int] | np.ndarray, decimals: int = 6) -> np.ndarray:
+                    gallery: Sequence[int] | np.ndarray, decimals: int = 6,
+                    metric: Literal["cosine", "precomputed"] = "cosine") -> np.ndarray:
     """Expected rank (1-based) of the first gallery item with the query's label, ties fair.
 
     With ``a`` gallery items scoring strictly above the best relevant score ``s`` and ``m``
     items tied at ``s`` of which ``h`` are relevant, the first relevant item's expected position
     is ``a + (m + 1) / (h + 1)``. Queries without a relevant gallery item get ``nan``.
+    ``metric="precomputed"``: ``emb`` is an ``(N, N)`` score matrix (larger = closer).
     """
     x = np.asarray(emb, dtype=np.float64)
-    x = x / np.where((n := np.linalg.norm(x, axis=1, keepdims=True)) > 0, n, 1.0)
+    if metric == "cosine":
+        x = x / np.where((n := np.linalg.norm(x, axis=1, keepdims=True)) > 0, n, 1.0)
     lab = np.asarray(labels, dtype=object)
     g = np.asarray(gallery, dtype=np.int64)
     q_all = np.asarray(queries, dtype=np.int64)
@@ -198,7 +261,7 @@ def first_hit_ranks(emb: np.ndarray, labels: Sequence[str], queries: Sequence[in
     xg = x[g]
     for start in range(0, q_all.size, 256):
         qs = q_all[start:start + 256]
-        scores = np.round(x[qs] @ xg.T, decimals)
+        scores = np.round(x[np.ix_(qs, g)] if metric == "precomputed" else x[qs] @ xg.T, decimals)
         for r, q in enumerate(qs):
             keep = g != q
             s = scores[r, keep]
@@ -297,7 +360,8 @@ def run_cross_library(
     Args:
         items: benchmark items (:func:`~nar_plugin.corpus.crosslib.load_cross_library`, or any
             objects with ``key``, ``library``, ``family``, ``fine``, ``graph``, ``aten_ops``).
-        methods: built-in names (:data:`METHODS`) or ``{name: embedder | LeaveOneOut}``.
+        methods: built-in names (:data:`METHODS`; ``nar`` is reranked, see :class:`FineRerank`)
+            or ``{name: embedder | LeaveOneOut | FineRerank}``.
         k: cut-off of MAP / MRR.
         gallery: ``"others"`` (other libraries only) or ``"all"`` (every other item).
         libraries: query libraries (default: every library present, in item order).
@@ -314,12 +378,13 @@ def run_cross_library(
     if gallery not in ("others", "all"):
         raise ValueError(f"gallery must be 'others' or 'all', found {gallery!r}")
     if isinstance(methods, Mapping):
-        specs: dict[str, Embedder | LeaveOneOut] = dict(methods)
+        specs: dict[str, Embedder | LeaveOneOut | FineRerank] = dict(methods)
     else:
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}")
         specs = {m: make_embedder(m, **dict(method_kwargs or {})) for m in methods}
+        specs = {m: FineRerank(e) if m in RERANKED else e for m, e in specs.items()}
     libs_all = list(dict.fromkeys(it.library for it in items))
     if len(libs_all) < 2:
         raise ValueError(f"cross-library retrieval needs items of at least two libraries, found {libs_all}")
@@ -332,26 +397,43 @@ def run_cross_library(
     fam = [it.family for it in items]
     fine = [it.fine for it in items]
     rows: list[dict[str, Any]] = []
+    descriptions: list[dict[str, Any]] | None = None
     for name, spec in specs.items():
         fixed: np.ndarray | None = None
+        rerank = isinstance(spec, FineRerank)
+        base = spec.base if isinstance(spec, FineRerank) else spec
+        if rerank and descriptions is None:
+            from nar_plugin.evaluation.fine_structure import fine_signature
+
+            descriptions = [{"fine": fine_signature(it.graph)} for it in items]
         for L in query_libs:
             t = time.perf_counter()
-            if isinstance(spec, LeaveOneOut):
-                emb = np.asarray(spec.train_fn(L)(items))
+            if isinstance(base, LeaveOneOut):
+                emb = np.asarray(base.train_fn(L)(items))
             else:
                 if fixed is None:
-                    fixed = np.asarray(spec(items))
+                    fixed = np.asarray(base(items))
                 emb = fixed
             q = np.flatnonzero(lib == L)
             others = np.flatnonzero(lib != L)
             g = others if gallery == "others" else np.arange(len(items))
-            fm = retrieval_metrics(emb, fam, ks=(k,), queries=q, gallery=g)
+            metric: Literal["cosine", "precomputed"] = "cosine"
+            raw = emb
+            if rerank:
+                assert descriptions is not None
+                emb, metric = fine_rerank_scores(raw, descriptions, q, g), "precomputed"
+            fm = retrieval_metrics(emb, fam, ks=(k,), queries=q, gallery=g, metric=metric)
             # same architecture: first item of *another* library with the query's fine label
             fine_other = {fine[i] for i in others}
             qf = np.asarray([i for i in q if fine[i] in fine_other], dtype=np.int64)
             if qf.size:
-                ff = retrieval_metrics(emb, fine, ks=(1, k), queries=qf, gallery=others)
-                ranks = first_hit_ranks(emb, fine, qf, others)
+                # with gallery="all" a reranked row's shortlist may hold the query's own library
+                fe, fmetric = emb, metric
+                if rerank and gallery != "others":
+                    assert descriptions is not None
+                    fe = fine_rerank_scores(raw, descriptions, qf, others)
+                ff = retrieval_metrics(fe, fine, ks=(1, k), queries=qf, gallery=others, metric=fmetric)
+                ranks = first_hit_ranks(fe, fine, qf, others, metric=fmetric)
                 top1, fmrr, med = ff["MRR@1"], ff[f"MRR@{k}"], float(np.nanmedian(ranks))
             else:
                 top1 = fmrr = med = float("nan")

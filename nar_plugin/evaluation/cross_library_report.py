@@ -13,7 +13,7 @@ __all__ = ["DEFAULT_REPORT_METHODS", "PAIRS", "cross_library_report"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_REPORT_METHODS: tuple[str, ...] = ("nar", "histogram", "histogram_attrs", "wl", "aten", "aten_compute")
+DEFAULT_REPORT_METHODS: tuple[str, ...] = ("nar", "nar_cosine", "histogram", "histogram_attrs", "wl", "aten", "aten_compute")
 
 #: Named pairs whose cosine the issue tracks (same network, two libraries).
 PAIRS: tuple[tuple[str, str], ...] = (
@@ -50,14 +50,21 @@ def cross_library_report(root: str | Path | None = None, methods: Sequence[str] 
         log: where progress lines go (default: the module logger).
         leave_one_out: a :class:`~nar_plugin.evaluation.cross_library.LeaveOneOut` NAR
             (:func:`~nar_plugin.evaluation.leave_one_out.leave_one_out_nar`), reported as the
-            first column ``nar_lolo``.
+            first columns: ``nar_lolo`` (ranked like ``find_similar``: cosine shortlist + fine
+            rerank) and ``nar_lolo_cosine`` (the cosine alone).
 
     Returns:
         ``{"markdown": str, "rows": [...], "pairs": [...], "k": k, "gallery": gallery}``.
     """
     from nar_plugin.corpus.crosslib import load_cross_library
     from nar_plugin.corpus.crosslib.build import coverage
-    from nar_plugin.evaluation.cross_library import make_embedder, pair_cosines, run_cross_library
+    from nar_plugin.evaluation.cross_library import (
+        RERANKED,
+        FineRerank,
+        make_embedder,
+        pair_cosines,
+        run_cross_library,
+    )
 
     say = log or logger.info
     t0 = time.time()
@@ -68,8 +75,10 @@ def cross_library_report(root: str | Path | None = None, methods: Sequence[str] 
         embedders[m] = make_embedder(m, corpus=corpus, gnn_epochs=gnn_epochs)
         if m in ("gcn", "gat"):
             say(f"{m}: trained in {time.time() - t:.0f} s")
-    specs: dict[str, Any] = {"nar_lolo": leave_one_out} if leave_one_out is not None else {}
-    specs.update(embedders)
+    specs: dict[str, Any] = {}
+    if leave_one_out is not None:
+        specs = {"nar_lolo": FineRerank(leave_one_out), "nar_lolo_cosine": leave_one_out}
+    specs.update({m: FineRerank(e) if m in RERANKED else e for m, e in embedders.items()})
     res = run_cross_library(items, specs, k=k, gallery=gallery)
     cov = coverage(root)
     libs = sorted({it.library for it in items})

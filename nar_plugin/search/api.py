@@ -16,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from nar_plugin.errors import InvalidQueryError, KeyExistsError, KeyNotFoundError
+from nar_plugin.evaluation.fine_structure import (
+    SHORTLIST,
+    fine_similarity,
+    promote_first,
+)
 from nar_plugin.graph import ArchGraph
 from nar_plugin.search import resolvers
 from nar_plugin.search.relations import (
@@ -313,8 +318,11 @@ def find_similar(query: Any, k: int = 10, relation: str | None = None, where: An
 
     Returns:
         Matches with a weight relation first (same weights, then fine-tuned, found by the weight
-        fingerprints whatever their rank in the embedding), then by decreasing score (larger =
-        closer). The query itself, and entries
+        fingerprints whatever their rank in the embedding), then the structurally closest of the
+        first :data:`~nar_plugin.evaluation.fine_structure.SHORTLIST` hits when its fine
+        similarity is at least ``PROMOTE_MIN`` (the same network written by another library
+        comes first; :func:`~nar_plugin.evaluation.fine_structure.promote_first`), then by
+        decreasing score (larger = closer). The query itself, and entries
         folded into it, are excluded; an entry folded into another indexed entry is shown once,
         as that entry (see :mod:`nar_plugin.search.resolvers`). A query an integration resolves
         may narrow the candidates (``ResolvedQuery.scope``): an MLflow id is answered with its
@@ -334,7 +342,7 @@ def find_similar(query: Any, k: int = 10, relation: str | None = None, where: An
     q = _resolve_query(query, idx)
     flt = _within(where, q.scope)
     links = _weight_links(q, idx, flt)
-    fetch = (k if relation is None else max(k * 5, 50)) + _FOLD_SLACK
+    fetch = max(k if relation is None else max(k * 5, 50), SHORTLIST) + _FOLD_SLACK
     hits = idx.search(q.vector, k=fetch, filter=flt, exclude_keys=q.exclude_keys)
     missing = [key for key in links if key not in {h.key for h in hits}]
     if missing:  # weight relatives the k-NN did not reach (many retrains of one architecture)
@@ -342,7 +350,13 @@ def find_similar(query: Any, k: int = 10, relation: str | None = None, where: An
         hits += idx.search(q.vector, k=len(missing), exclude_keys=q.exclude_keys,
                            filter=_within(flt, lambda e: e.key in wanted))
     strength = {r: i for i, r in enumerate(RELATIONS)}
-    hits.sort(key=lambda h: (strength.get(links[h.key].relation, 9) if h.key in links else 9, -h.score))
+    qdesc = q.info.get("description")
+    fine = {h.key: fine_similarity(qdesc, h.entry.metadata.get("description")) for h in hits}
+    by_score = sorted((h for h in hits if h.key not in links), key=lambda h: -h.score)
+    first = promote_first([fine[h.key] for h in by_score])
+    promoted = by_score[first].key if first is not None else None
+    hits.sort(key=lambda h: (strength.get(links[h.key].relation, 9) if h.key in links else 9,
+                             h.key != promoted, -h.score))
     by_key = {h.key: h for h in hits}
     query_info = {**q.info, "graph_hash": q.graph_hash}
     out: list[Match] = []
@@ -351,7 +365,8 @@ def find_similar(query: Any, k: int = 10, relation: str | None = None, where: An
         link = links.get(h.key)
         rel = relation_for(h.score, q.graph_hash is not None and h.entry.graph_hash == q.graph_hash, th,
                            weights=link.relation if link else None,
-                           near=structurally_near(q.info.get("description"), h.entry.metadata.get("description")))
+                           near=structurally_near(qdesc, h.entry.metadata.get("description"),
+                                                  th.near_duplicate_fine))
         if rel not in allowed:
             continue
         meta = {**h.entry.metadata, **item.listings}
@@ -359,7 +374,7 @@ def find_similar(query: Any, k: int = 10, relation: str | None = None, where: An
         if h.entry.uri:
             meta.setdefault("uri", h.entry.uri)
         out.append(Match(h.key, float(h.score), rel, meta, h.entry.graph_hash, query_info,
-                         link.comparison if link else None, link.lineage if link else None))
+                         link.comparison if link else None, link.lineage if link else None, fine[h.key]))
         if len(out) >= k:
             break
     return out

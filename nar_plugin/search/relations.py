@@ -5,9 +5,11 @@
 - ``fine-tuned-from``: one was fine-tuned from the other: its weights are strongly correlated
   with the other's (:mod:`nar_plugin.lineage`); which one is the parent is ``Match.lineage``;
 - ``same-architecture``: same ``graph_hash``, weights unrelated or unknown (a retrain);
-- ``near-duplicate``: cosine >= ``Thresholds.near_duplicate`` **and** the graphs are nearly equal
-  (:func:`structurally_near`: op counts within ``NEAR_STRUCTURE``; a width or head change, not
-  a 6- vs 12-layer model);
+- ``near-duplicate``: cosine >= ``Thresholds.near_duplicate`` **and** the graphs are nearly the
+  same network (:func:`structurally_near`: fine similarity, node labels with absolute widths,
+  >= ``Thresholds.near_duplicate_fine``; resnet50 in two libraries, not resnet50 vs resnet101
+  or wide_resnet50_2; see :mod:`nar_plugin.evaluation.fine_structure`). Entries indexed
+  without a fine signature fall back to op counts within ``NEAR_STRUCTURE``;
 - ``related``: cosine >= ``Thresholds.related`` (calibrated as "same family");
 - ``unrelated``: anything else.
 
@@ -24,6 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from nar_plugin.errors import CorruptArtifactError
+from nar_plugin.evaluation.fine_structure import (
+    NEAR_FINE,
+    NEAR_STRUCTURE,
+    op_overlap,
+    structure_near,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +57,6 @@ WEIGHT_RELATIONS = RELATIONS[:2]
 DUPLICATE_RELATIONS = RELATIONS[:4]
 #: names earlier releases wrote (tags, JSON output) -> today's
 LEGACY_RELATIONS = {"identical": "same-architecture"}
-#: weighted Jaccard of two op histograms at or above which two graphs are "nearly equal"
-NEAR_STRUCTURE = 0.9
 _THRESHOLDS_FILE = Path(__file__).resolve().parents[1] / "weights" / "thresholds.json"
 
 
@@ -59,14 +65,16 @@ class Thresholds:
     """Cosine thresholds (larger = closer) separating relations.
 
     Attributes:
-        near_duplicate: at or above: near-duplicate (e.g. a depth/width variant of one model).
+        near_duplicate: at or above (with the structural check): near-duplicate.
         related: at or above: related (same family).
         source: where the values come from (``defaults`` or the calibration file's name).
+        near_duplicate_fine: least fine similarity of a near-duplicate (:func:`structurally_near`).
     """
 
     near_duplicate: float = 0.95
     related: float = 0.80
     source: str = "defaults"
+    near_duplicate_fine: float = NEAR_FINE
 
 
 def load_thresholds(path: str | Path | None = None) -> Thresholds:
@@ -87,7 +95,8 @@ def load_thresholds(path: str | Path | None = None) -> Thresholds:
         logger.warning("%s was calibrated for encoder %s, not %s; using default thresholds",
                        p, data["encoder"], encoder_version())
         return Thresholds()
-    return Thresholds(float(data["near_duplicate"]), float(data["related"]), source=str(p.name))
+    return Thresholds(float(data["near_duplicate"]), float(data["related"]), source=str(p.name),
+                      near_duplicate_fine=float(data.get("near_duplicate_fine", NEAR_FINE)))
 
 
 def normalize_relation(name: str) -> str:
@@ -98,20 +107,17 @@ def normalize_relation(name: str) -> str:
 def structural_overlap(q: dict[str, Any] | None, m: dict[str, Any] | None) -> float | None:
     """Weighted Jaccard (sum of minima / sum of maxima) of two op histograms, from
     :func:`~nar_plugin.search.results.describe_graph` descriptions; ``None`` when either lacks one."""
-    qo, mo = (q or {}).get("ops"), (m or {}).get("ops")
-    if not qo or not mo:
-        return None
-    ops = set(qo) | set(mo)
-    top = sum(max(int(qo.get(o, 0)), int(mo.get(o, 0))) for o in ops)
-    return sum(min(int(qo.get(o, 0)), int(mo.get(o, 0))) for o in ops) / top if top else None
+    return op_overlap(q, m)
 
 
-def structurally_near(q: dict[str, Any] | None, m: dict[str, Any] | None) -> bool | None:
-    """Are two graphs nearly equal (op counts overlap >= :data:`NEAR_STRUCTURE`)? A width or
-    head change keeps every op count; a 6-layer and a 12-layer ViT differ in half their ops.
-    ``None`` when a description is missing (the embedding alone decides)."""
-    overlap = structural_overlap(q, m)
-    return None if overlap is None else overlap >= NEAR_STRUCTURE
+def structurally_near(q: dict[str, Any] | None, m: dict[str, Any] | None,
+                      fine_min: float = NEAR_FINE) -> bool | None:
+    """Are two graphs nearly the same network? Fine similarity (node labels with absolute
+    widths, :func:`~nar_plugin.evaluation.fine_structure.fine_similarity`) >= ``fine_min``; for
+    descriptions without a fine signature, op counts overlapping >= :data:`NEAR_STRUCTURE` (a
+    6-layer and a 12-layer ViT differ in half their ops). ``None`` when neither can be computed
+    (the embedding alone decides)."""
+    return structure_near(q, m, fine_min)
 
 
 def relation_for(score: float, same_hash: bool, th: Thresholds, *, weights: str | None = None,

@@ -18,9 +18,13 @@ __all__ = ["DuplicateReport", "Explanation", "Match", "describe_graph", "explain
 def describe_graph(graph: ArchGraph, motif_steps: int = MotifConfig.steps) -> dict[str, Any]:
     """Compact, JSON-able description stored with every indexed model (used by ``explain``).
 
-    Holds the op histogram and the histogram of motif types (cross-graph stable keys), so two
-    models can be compared without keeping either graph. Cost: one motif sampling.
+    Holds the op histogram, the histogram of motif types (cross-graph stable keys) and the fine
+    signature (``fine``: node labels with absolute widths, for the near-duplicate check and the
+    rerank of :mod:`nar_plugin.evaluation.fine_structure`), so two models can be compared
+    without keeping either graph. Cost: one motif sampling. Descriptions stored before ``fine``
+    existed still work (the checks fall back to the op histogram).
     """
+    from nar_plugin.evaluation.fine_structure import fine_signature
     from nar_plugin.motifs import sample_motifs
 
     mg = sample_motifs(graph, steps=motif_steps)
@@ -31,6 +35,7 @@ def describe_graph(graph: ArchGraph, motif_steps: int = MotifConfig.steps) -> di
         "num_motifs": mg.num_instances,
         "ops": dict(graph.op_histogram()),
         "motifs": dict(motifs.most_common(64)),
+        "fine": fine_signature(graph),
     }
 
 
@@ -91,6 +96,8 @@ class Match:
             when both models have fingerprints and their weights are related.
         lineage: for ``fine-tuned-from``: ``parent`` (the match is the query's parent),
             ``child`` (fine-tuned from the query) or ``None`` (direction unknown).
+        fine: fine similarity of the two graphs (node labels with absolute widths, 1.0 = the
+            same), ``None`` when either description lacks the signature.
     """
 
     key: str
@@ -101,6 +108,7 @@ class Match:
     _query: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     weights: Any = field(default=None, compare=False)
     lineage: str | None = None
+    fine: float | None = field(default=None, compare=False)
 
     def explain(self) -> Explanation:
         """Shared motif types and op-level differences between the query and this match."""
@@ -120,6 +128,7 @@ class Match:
         meta = {k: v for k, v in self.metadata.items() if k != "description"}
         return {"key": self.key, "score": round(self.score, 6), "relation": self.relation,
                 "lineage": self.lineage, "graph_hash": self.graph_hash, "metadata": meta,
+                "fine_similarity": None if self.fine is None else round(self.fine, 6),
                 "explanation": self.why()}
 
 

@@ -1,0 +1,126 @@
+"""The fine-level structural stage (issue 16): the same network, not only the same family.
+
+The embedding keeps relative widths only (good for family retrieval), so depth and width
+variants of one design (resnet50 / resnet101 / wide_resnet50_2) score alike. This stage looks at
+absolute structure *after* the embedding shortlist:
+
+* :func:`fine_signature`: a compact signature stored in each indexed model's description
+  (``description["fine"]``): the multiset of node labels *with absolute attributes* (op, kernel,
+  stride, groups, input- and output-width buckets; :meth:`ArchGraph.label`). Depth shows in the
+  counts, width in the buckets. A few hundred bytes of JSON (median ~640 B on the cross-library
+  benchmark, largest ~1.6 KB).
+* :func:`fine_similarity`: weighted Jaccard (sum of minima / sum of maxima) of two signatures;
+  ``None`` when either description lacks one (entries indexed before this stage).
+* :func:`structure_near`: the structural half of the ``near-duplicate`` relation: fine
+  similarity >= a calibrated threshold; without signatures it falls back to the op-histogram
+  check of earlier releases (:data:`NEAR_STRUCTURE`).
+* :func:`promote_first`: the rerank. Among the first :data:`SHORTLIST` hits in cosine order,
+  the one with the highest fine similarity (ties: the higher cosine) goes first when that
+  similarity is at least :data:`PROMOTE_MIN`; every other hit keeps its cosine order. Only one
+  hit moves, so family retrieval is barely touched (a cross-family jump costs one slot).
+
+Used by :func:`nar_plugin.search.api.find_similar` and by the NAR method of the cross-library
+benchmark (:mod:`nar_plugin.evaluation.cross_library`) and its calibration
+(:mod:`nar_plugin.evaluation.calibrate`): one code path. Lives in ``evaluation`` (a lower layer
+than ``search``) so both can import it. Standard library only.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nar_plugin.graph import ArchGraph
+
+__all__ = [
+    "FINE_VERSION",
+    "NEAR_FINE",
+    "NEAR_STRUCTURE",
+    "PROMOTE_MIN",
+    "SHORTLIST",
+    "fine_signature",
+    "fine_similarity",
+    "op_overlap",
+    "promote_first",
+    "structure_near",
+]
+
+#: Bump when the signature's tokens change (signatures of another version are ignored: the
+#: check then falls back as for an entry without one).
+FINE_VERSION = 1
+#: Hits (in cosine order) the rerank looks at; ``find_similar`` fetches at least this many.
+SHORTLIST = 30
+#: Least fine similarity for a hit to be moved first (measured on the cross-library benchmark:
+#: 0.5 / 0.6 / 0.7 give fine-label top-1 0.826 / 0.849 / 0.835 under leave-one-library-out).
+PROMOTE_MIN = 0.6
+#: Default fine-similarity threshold of ``near-duplicate`` (calibrated with the cosine threshold
+#: by :func:`~nar_plugin.evaluation.calibrate.calibrate_cross_library`; used when the thresholds
+#: file does not record one).
+NEAR_FINE = 0.947
+#: Weighted Jaccard of two op histograms at or above which two graphs are "nearly equal": the
+#: check for descriptions without a fine signature (earlier releases).
+NEAR_STRUCTURE = 0.9
+
+
+def fine_signature(graph: ArchGraph) -> dict[str, Any]:
+    """``{"v": FINE_VERSION, "nodes": {label: count}}``: node labels with absolute attributes."""
+    return {"v": FINE_VERSION, "nodes": dict(Counter(graph.label(i) for i in range(graph.num_nodes)))}
+
+
+def _weighted_jaccard(a: Mapping[str, Any], b: Mapping[str, Any]) -> float | None:
+    keys = set(a) | set(b)
+    top = sum(max(int(a.get(t, 0)), int(b.get(t, 0))) for t in keys)
+    if not top:
+        return None
+    return sum(min(int(a.get(t, 0)), int(b.get(t, 0))) for t in keys) / top
+
+
+def _nodes(desc: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    fine = (desc or {}).get("fine")
+    if not isinstance(fine, Mapping) or fine.get("v") != FINE_VERSION:
+        return None
+    nodes = fine.get("nodes")
+    return nodes if isinstance(nodes, Mapping) and nodes else None
+
+
+def fine_similarity(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None) -> float | None:
+    """Weighted Jaccard of the fine signatures of two descriptions (1.0 = the same node labels
+    with the same counts); ``None`` when either has no signature of this version."""
+    qn, mn = _nodes(q), _nodes(m)
+    if qn is None or mn is None:
+        return None
+    return _weighted_jaccard(qn, mn)
+
+
+def op_overlap(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None) -> float | None:
+    """Weighted Jaccard of two op histograms (``description["ops"]``); ``None`` when either lacks one."""
+    qo, mo = (q or {}).get("ops"), (m or {}).get("ops")
+    if not qo or not mo:
+        return None
+    return _weighted_jaccard(qo, mo)
+
+
+def structure_near(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None,
+                   fine_min: float = NEAR_FINE) -> bool | None:
+    """Are two graphs nearly the same network? Fine similarity >= ``fine_min`` when both
+    descriptions carry a signature; else op histograms overlapping >= :data:`NEAR_STRUCTURE`
+    (earlier releases' check); ``None`` when neither can be computed (the cosine decides)."""
+    fine = fine_similarity(q, m)
+    if fine is not None:
+        return fine >= fine_min
+    overlap = op_overlap(q, m)
+    return None if overlap is None else overlap >= NEAR_STRUCTURE
+
+
+def promote_first(fine: Sequence[float | None], shortlist: int = SHORTLIST,
+                  min_similarity: float = PROMOTE_MIN) -> int | None:
+    """Which hit to move first: ``fine`` are the fine similarities of hits in decreasing cosine
+    order (``None``: unknown). Returns the position (< ``shortlist``) of the highest similarity,
+    the earliest among ties, when it is >= ``min_similarity``; else ``None`` (keep the order)."""
+    best, pos = None, None
+    for i, s in enumerate(fine[:shortlist]):
+        if s is not None and (best is None or s > best):
+            best, pos = s, i
+    return pos if best is not None and best >= min_similarity else None

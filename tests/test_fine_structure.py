@@ -1,0 +1,149 @@
+"""The fine structural stage (issue 16): near-duplicate = the same network, and the rerank that
+puts it first, on real graphs of the committed cross-library benchmark (no encoder needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nar_plugin.evaluation.fine_structure import (
+    NEAR_FINE,
+    PROMOTE_MIN,
+    fine_signature,
+    fine_similarity,
+    promote_first,
+    structure_near,
+)
+from nar_plugin.index import EmbeddingIndex
+from nar_plugin.search.api import find_similar
+from nar_plugin.search.relations import Thresholds, relation_for, structurally_near
+from nar_plugin.search.results import describe_graph
+
+KEYS = ("timm:resnet50", "pytorchcv:resnet50b", "torchvision:resnet101", "torchvision:wide_resnet50_2",
+        "timm:wide_resnet50_2", "timm:resnet101")
+
+
+@pytest.fixture(scope="module")
+def bench() -> dict:
+    from nar_plugin.corpus.crosslib import load_cross_library
+
+    return {it.key: it for it in load_cross_library() if it.key in KEYS}
+
+
+@pytest.fixture(scope="module")
+def desc(bench: dict) -> dict:
+    return {k: describe_graph(it.graph) for k, it in bench.items()}
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def _at_cosine(base: np.ndarray, cos: float, seed: int) -> np.ndarray:
+    r = np.random.default_rng(seed).normal(size=base.shape)
+    ortho = _unit(r - (r @ base) * base)
+    return _unit(cos * base + np.sqrt(1 - cos * cos) * ortho)
+
+
+def test_signature_is_compact_and_versioned(desc: dict) -> None:
+    import json
+
+    fine = desc["timm:resnet50"]["fine"]
+    assert fine["v"] == 1 and sum(fine["nodes"].values()) == desc["timm:resnet50"]["num_nodes"]
+    assert len(json.dumps(fine)) < 4000
+    assert fine_similarity({"fine": {**fine, "v": 99}}, desc["timm:resnet50"]) is None  # another version: unknown
+
+
+def test_resnet50_of_two_libraries_is_near_duplicate_not_its_depth_or_width_variants(bench: dict,
+                                                                                      desc: dict) -> None:
+    r50, cv50 = desc["timm:resnet50"], desc["pytorchcv:resnet50b"]
+    assert bench["timm:resnet50"].fine == bench["pytorchcv:resnet50b"].fine == "resnet50"
+    assert fine_similarity(r50, cv50) == pytest.approx(1.0)
+    assert structurally_near(r50, cv50) is True
+    for other in ("torchvision:resnet101", "torchvision:wide_resnet50_2"):
+        assert fine_similarity(r50, desc[other]) < 0.6
+        assert structurally_near(r50, desc[other]) is False
+        # the relation find_similar gives, however close the cosine
+        assert relation_for(0.999, False, Thresholds(), near=structurally_near(r50, desc[other])) == "related"
+    assert relation_for(0.99, False, Thresholds(), near=structurally_near(r50, cv50)) == "near-duplicate"
+    # the same network in two libraries is the same as itself, whatever the library
+    assert fine_similarity(desc["torchvision:wide_resnet50_2"], desc["timm:wide_resnet50_2"]) == pytest.approx(1.0)
+
+
+def test_old_descriptions_fall_back_to_the_op_histogram(desc: dict) -> None:
+    old = {k: {f: v for f, v in d.items() if f != "fine"} for k, d in desc.items()}
+    r50 = old["timm:resnet50"]
+    assert fine_similarity(r50, desc["pytorchcv:resnet50b"]) is None
+    # earlier releases' check: equal op counts (a width change keeps them), a 101-layer model differs
+    assert structurally_near(r50, old["torchvision:wide_resnet50_2"]) is True
+    assert structurally_near(r50, desc["torchvision:resnet101"]) is False
+    assert structurally_near(None, r50) is None and structure_near({}, {}) is None
+
+
+def test_promote_first_rule() -> None:
+    assert promote_first([0.3, 0.99, 0.99, None]) == 1  # the best; ties: the higher cosine
+    assert promote_first([0.9, 0.5]) == 0
+    assert promote_first([None, PROMOTE_MIN - 0.01]) is None  # nothing close enough: cosine order
+    assert promote_first([0.1] * 40 + [1.0], shortlist=30) is None  # only the shortlist is looked at
+    assert 0 < PROMOTE_MIN < NEAR_FINE < 1
+
+
+def _index(tmp_path: Path, desc: dict, keep_fine: bool) -> EmbeddingIndex:
+    idx = EmbeddingIndex(tmp_path / "idx", encoder_version="test-enc")
+    base = _unit(np.random.default_rng(0).normal(size=128))
+    cos = {"timm:resnet50": 1.0, "torchvision:wide_resnet50_2": 0.995, "torchvision:resnet101": 0.99,
+           "pytorchcv:resnet50b": 0.97}
+    for i, (key, c) in enumerate(cos.items()):
+        d = desc[key] if keep_fine else {f: v for f, v in desc[key].items() if f != "fine"}
+        vec = base if c == 1.0 else _at_cosine(base, c, i)
+        idx.add(key, vec, graph_hash=key, metadata={"description": d})  # distinct hashes: no same-architecture
+    return idx
+
+
+def test_rerank_puts_the_same_network_first(tmp_path: Path, desc: dict) -> None:
+    th = Thresholds(near_duplicate=0.95, related=0.80)
+    matches = find_similar("timm:resnet50", k=3, index=_index(tmp_path, desc, True), thresholds=th)
+    assert [m.key for m in matches] == ["pytorchcv:resnet50b", "torchvision:wide_resnet50_2", "torchvision:resnet101"]
+    assert [m.relation for m in matches] == ["near-duplicate", "related", "related"]
+    assert matches[0].fine == pytest.approx(1.0) and matches[0].to_dict()["fine_similarity"] == 1.0
+    assert matches[0].score == pytest.approx(0.97, abs=1e-4)  # the score stays the cosine
+
+
+def test_old_index_entries_keep_todays_behaviour(tmp_path: Path, desc: dict) -> None:
+    th = Thresholds(near_duplicate=0.95, related=0.80)
+    matches = find_similar("timm:resnet50", k=3, index=_index(tmp_path, desc, False), thresholds=th)
+    assert [m.key for m in matches] == ["torchvision:wide_resnet50_2", "torchvision:resnet101", "pytorchcv:resnet50b"]
+    # op-histogram check: the width variant passes it, the 101-layer model does not
+    assert [m.relation for m in matches] == ["near-duplicate", "related", "near-duplicate"]
+    assert all(m.fine is None for m in matches)
+
+
+def test_cross_library_nar_is_ranked_like_find_similar(bench: dict) -> None:
+    from nar_plugin.evaluation.baselines import histogram_embed
+    from nar_plugin.evaluation.cross_library import FineRerank, run_cross_library
+
+    items = list(bench.values())
+
+    def hist(its: list) -> np.ndarray:  # ties resnet50 with wide_resnet50_2 (equal op counts)
+        return histogram_embed([it.graph for it in its])
+
+    res = run_cross_library(items, {"hist": hist, "hist+fine": FineRerank(hist)}, k=10, seen=())
+    top1 = {m: res.mean(m, "fine_top1") for m in res.methods()}
+    assert top1["hist+fine"] == pytest.approx(1.0) and top1["hist"] < 1.0
+    assert res.mean("hist+fine", "MAP@10") >= res.mean("hist", "MAP@10") - 1e-9
+    assert {fine_signature(it.graph)["v"] for it in items} == {1}
+
+
+def test_near_duplicate_rule_is_chosen_on_both_thresholds() -> None:
+    from nar_plugin.evaluation.calibrate import _choose_near
+
+    # 4 same-network pairs (fine 1.0 or 0.96), 4 variants with high cosine but low fine similarity
+    pairs = {"scores": np.array([0.99, 0.98, 0.97, 0.90, 0.995, 0.99, 0.985, 0.5]),
+             "fine_sim": np.array([1.0, 1.0, 0.96, 0.96, 0.5, 0.55, 0.3, 0.2]),
+             "fine": np.array([True, True, True, True, False, False, False, False])}
+    t1, t2, rule = _choose_near(pairs, 0.8, 0.9, 0.5)
+    assert (t1, t2) == (0.8, 0.96) and rule.startswith("most recall")  # all 4, none of the variants
+    t1, t2, rule = _choose_near(pairs, 0.8, 1.01, 0.5)  # unreachable precision: best precision instead
+    assert rule.startswith("best precision") and t2 >= 0.96
