@@ -147,3 +147,57 @@ def test_near_duplicate_rule_is_chosen_on_both_thresholds() -> None:
     assert (t1, t2) == (0.8, 0.96) and rule.startswith("most recall")  # all 4, none of the variants
     t1, t2, rule = _choose_near(pairs, 0.8, 1.01, 0.5)  # unreachable precision: best precision instead
     assert rule.startswith("best precision") and t2 >= 0.96
+
+
+def test_parameter_count_separates_what_the_width_buckets_hide() -> None:
+    """convnext_small (96 channels) and convnext_base (128) share every node label (widths are
+    power-of-two buckets): the parameter count tells them apart, a re-implementation keeps it."""
+    from nar_plugin.corpus.crosslib import load_cross_library
+
+    keys = ("torchvision:convnext_small", "timm:convnext_small", "timm:convnext_base")
+    sig = {it.key: {"fine": fine_signature(it.graph)} for it in load_cross_library() if it.key in keys}
+    assert sig["torchvision:convnext_small"]["fine"]["nodes"] == sig["timm:convnext_base"]["fine"]["nodes"]
+    assert fine_similarity(sig["torchvision:convnext_small"], sig["timm:convnext_small"]) > 0.99
+    assert fine_similarity(sig["torchvision:convnext_small"], sig["timm:convnext_base"]) < 0.6
+    blind = {k: {"fine": {f: v for f, v in s["fine"].items() if f != "params"}} for k, s in sig.items()}
+    assert fine_similarity(blind["torchvision:convnext_small"], blind["timm:convnext_base"]) == pytest.approx(1.0)
+
+
+def test_every_extraction_path_records_the_parameter_count(tmp_path: Path) -> None:
+    import torch
+    from torch import nn
+
+    from nar_plugin.extract.aten import graph_from_pt2
+    from nar_plugin.extract.onnx import graph_from_onnx
+    from nar_plugin.extract.torch_module import graph_from_module
+
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+    x = torch.zeros(1, 3, 8, 8)
+    model(x)
+    model.eval()
+    n = sum(p.numel() for p in model.parameters())
+    assert graph_from_module(model, x).metadata["num_params"] == n  # fx
+    assert graph_from_module(model, x, tracer="export").metadata["num_params"] == n
+    torch.export.save(torch.export.export(model, (x,)), tmp_path / "m.pt2")
+    assert graph_from_pt2(tmp_path / "m.pt2").metadata["num_params"] == n
+    torch.onnx.export(model, (x,), str(tmp_path / "m.onnx"), dynamo=False)
+    onnx_n = graph_from_onnx(tmp_path / "m.onnx").metadata["num_params"]
+    assert n - 2 * 16 <= onnx_n <= n  # BatchNorm folded into the convolution: its scale and shift are gone
+    g = graph_from_module(model, x)
+    assert fine_signature(g)["params"] == n
+
+
+def test_promote_threshold_is_read_from_the_thresholds_file(tmp_path: Path) -> None:
+    import json
+
+    from nar_plugin.evaluation.calibrate import read_thresholds
+    from nar_plugin.evaluation.fine_structure import promote_threshold
+
+    shipped = Path(__file__).resolve().parents[1] / "nar_plugin" / "weights" / "thresholds.json"
+    doc = read_thresholds(shipped)
+    assert promote_threshold() == doc.get("promote_fine", PROMOTE_MIN)
+    raw = json.loads(shipped.read_text())
+    raw["promote_fine"] = 0.85
+    (tmp_path / "t.json").write_text(json.dumps(raw))
+    assert promote_threshold(tmp_path / "t.json") == 0.85
+    assert promote_threshold(tmp_path / "missing.json") == PROMOTE_MIN

@@ -215,6 +215,34 @@ def _choose_near(pairs: dict[str, np.ndarray], floor: float, target: float,
     return best[0], best[1], "best F1"
 
 
+def _promote_scores(emb: np.ndarray, items: Sequence[Any], descriptions: Sequence[dict[str, Any]],
+                    half: np.ndarray, grid: Sequence[float | None], k: int = 10) -> list[tuple[float, float]]:
+    """``(same-network top-1, family MAP@k)``, each a mean over query libraries, for every
+    promote threshold of ``grid`` (``None``: no rerank, the cosine order), over the queries of
+    ``half``; gallery: the other libraries; ranked as the cross-library benchmark ranks
+    (:func:`~nar_plugin.evaluation.cross_library.fine_rerank_scores`)."""
+    from nar_plugin.evaluation.cross_library import fine_rerank_scores
+    from nar_plugin.evaluation.metrics import retrieval_metrics
+
+    lib = np.asarray([it.library for it in items], dtype=object)
+    fam, fine = [it.family for it in items], [it.fine for it in items]
+    out = []
+    for m in grid:
+        top1, maps = [], []
+        for L in sorted({str(x) for x in lib[half]}):
+            q = np.flatnonzero(half & (lib == L))
+            others = np.flatnonzero(lib != L)
+            sc, metric = (emb, "cosine") if m is None else (
+                fine_rerank_scores(emb, descriptions, q, others, promote_min=float(m)), "precomputed")
+            maps.append(retrieval_metrics(sc, fam, ks=(k,), queries=q, gallery=others, metric=metric)[f"MAP@{k}"])
+            have = {fine[j] for j in others}
+            qf = np.asarray([i for i in q if fine[i] in have], dtype=np.int64)
+            if qf.size:
+                top1.append(retrieval_metrics(sc, fine, ks=(1,), queries=qf, gallery=others, metric=metric)["MRR@1"])
+        out.append((float(np.mean(top1)), float(np.mean(maps))))
+    return out
+
+
 def calibrate_cross_library(weights: str | Path | None = None, root: str | Path | None = None, seed: int = 0,
                             near_precision: float = 0.9, near_min_recall: float = 0.5,
                             write: bool = True) -> dict[str, Any]:
@@ -262,6 +290,19 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
     near, near_fine, near_rule = _choose_near(cal, related, near_precision, near_min_recall)
     out: dict[str, Any] = {"related": round(related, 4), "near_duplicate": round(near, 4),
                            "near_duplicate_fine": round(near_fine, 4), "fine_version": FINE_VERSION}
+    # the rerank's threshold: the best same-network top-1 that keeps family MAP@10 (first half)
+    grid = [None, *np.round(np.arange(0.30, 0.951, 0.05), 2).tolist()]
+    cal_scores = _promote_scores(emb, items, descriptions, in_first, grid)
+    floor = cal_scores[0][1]
+    ok = [i for i in range(1, len(grid)) if cal_scores[i][1] >= floor] or list(range(1, len(grid)))
+    best = max(ok, key=lambda i: (cal_scores[i][0], cal_scores[i][1], -i))
+    (held_top1, held_map), (held_top1_0, held_map_0) = _promote_scores(emb, items, descriptions, ~in_first,
+                                                                        [grid[best], None])
+    out.update({"promote_fine": float(grid[best]),
+                "promote_top1_calibration": round(cal_scores[best][0], 4),
+                "promote_map10_calibration": round(cal_scores[best][1], 4),
+                "promote_top1_held_out": round(held_top1, 4), "promote_map10_held_out": round(held_map, 4),
+                "cosine_top1_held_out": round(held_top1_0, 4), "cosine_map10_held_out": round(held_map_0, 4)})
     for part, pairs in (("calibration", cal), ("held_out", held)):
         # the product's decision, pair by pair (relation_for: cosine and structurally_near)
         near_sel = np.asarray([bool(s >= out["near_duplicate"] and structure_near(
@@ -282,6 +323,8 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
     out["near_duplicate_recall"] = out["near_duplicate_recall_held_out"]
     out["rules"] = {"related": "best F1 for same family across libraries",
                     "near_duplicate": f"cosine and fine similarity for same fine label across libraries: {near_rule}",
+                    "promote_fine": "best same-network top-1 on the first half's queries among the values "
+                                    "that keep its family MAP@10 at least the cosine order's",
                     "split": f"families halved with seed {seed}: chosen on one half, *_held_out on the other"}
     out["sources"] = f"cross-library benchmark ({len(items)} models, {len({it.library for it in items})} libraries)"
     if write:

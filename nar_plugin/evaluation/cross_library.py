@@ -82,6 +82,9 @@ class FineRerank:
     reranked by the fine structural stage (:func:`fine_rerank_scores`)."""
 
     base: Embedder | LeaveOneOut
+    #: least fine similarity that moves a hit first (``None``: the calibrated value,
+    #: :func:`~nar_plugin.evaluation.fine_structure.promote_threshold`)
+    promote_min: float | None = None
 
     def __call__(self, items: Sequence[CrossLibItem]) -> np.ndarray:
         if isinstance(self.base, LeaveOneOut):
@@ -206,7 +209,7 @@ def make_embedder(name: str, *, corpus: Any = None, gnn_epochs: int = 20, seed: 
 # ------------------------------------------------------------------ metrics
 def fine_rerank_scores(emb: np.ndarray, descriptions: Sequence[Mapping[str, Any]],
                        queries: Sequence[int] | np.ndarray, gallery: Sequence[int] | np.ndarray,
-                       decimals: int = 6) -> np.ndarray:
+                       decimals: int = 6, promote_min: float | None = None) -> np.ndarray:
     """``(N, N)`` scores ranking as :func:`~nar_plugin.search.api.find_similar` does.
 
     Row ``q`` (for each query) is the cosine (rounded to ``decimals``), except that the gallery
@@ -221,12 +224,17 @@ def fine_rerank_scores(emb: np.ndarray, descriptions: Sequence[Mapping[str, Any]
             (``{"fine": fine_signature(graph)}`` or a full :func:`describe_graph`).
         queries: rows to rerank.
         gallery: the items each query ranks.
+        promote_min: least fine similarity of the hit moved first (``None``: the calibrated
+            value, :func:`~nar_plugin.evaluation.fine_structure.promote_threshold`).
     """
     from nar_plugin.evaluation.fine_structure import (
         SHORTLIST,
         fine_similarity,
         promote_first,
+        promote_threshold,
     )
+
+    least = promote_threshold() if promote_min is None else promote_min
 
     x = np.asarray(emb, dtype=np.float64)
     x = x / np.where((n := np.linalg.norm(x, axis=1, keepdims=True)) > 0, n, 1.0)
@@ -235,7 +243,7 @@ def fine_rerank_scores(emb: np.ndarray, descriptions: Sequence[Mapping[str, Any]
     for q in np.asarray(queries, dtype=np.int64):
         cand = g[g != q]
         short = cand[np.argsort(-scores[q, cand], kind="stable")[:SHORTLIST]]
-        pos = promote_first([fine_similarity(descriptions[q], descriptions[j]) for j in short])
+        pos = promote_first([fine_similarity(descriptions[q], descriptions[j]) for j in short], min_similarity=least)
         if pos is not None:
             scores[q, short[pos]] += 2.0
     return scores
@@ -421,7 +429,7 @@ def run_cross_library(
             raw = emb
             if rerank:
                 assert descriptions is not None
-                emb, metric = fine_rerank_scores(raw, descriptions, q, g), "precomputed"
+                emb, metric = fine_rerank_scores(raw, descriptions, q, g, promote_min=spec.promote_min), "precomputed"
             fm = retrieval_metrics(emb, fam, ks=(k,), queries=q, gallery=g, metric=metric)
             # same architecture: first item of *another* library with the query's fine label
             fine_other = {fine[i] for i in others}
@@ -431,7 +439,7 @@ def run_cross_library(
                 fe, fmetric = emb, metric
                 if rerank and gallery != "others":
                     assert descriptions is not None
-                    fe = fine_rerank_scores(raw, descriptions, qf, others)
+                    fe = fine_rerank_scores(raw, descriptions, qf, others, promote_min=spec.promote_min)
                 ff = retrieval_metrics(fe, fine, ks=(1, k), queries=qf, gallery=others, metric=fmetric)
                 ranks = first_hit_ranks(fe, fine, qf, others, metric=fmetric)
                 top1, fmrr, med = ff["MRR@1"], ff[f"MRR@{k}"], float(np.nanmedian(ranks))

@@ -6,11 +6,14 @@ absolute structure *after* the embedding shortlist:
 
 * :func:`fine_signature`: a compact signature stored in each indexed model's description
   (``description["fine"]``): the multiset of node labels *with absolute attributes* (op, kernel,
-  stride, groups, input- and output-width buckets; :meth:`ArchGraph.label`). Depth shows in the
-  counts, width in the buckets. A few hundred bytes of JSON (median ~640 B on the cross-library
+  stride, groups, input- and output-width buckets; :meth:`ArchGraph.label`) and the parameter
+  count (``graph.metadata["num_params"]``, recorded by every extraction path from shapes).
+  Depth shows in the counts, width in the buckets and the parameter count. A few hundred bytes of JSON (median ~640 B on the cross-library
   benchmark, largest ~1.6 KB).
-* :func:`fine_similarity`: weighted Jaccard (sum of minima / sum of maxima) of two signatures;
-  ``None`` when either description lacks one (entries indexed before this stage).
+* :func:`fine_similarity`: weighted Jaccard (sum of minima / sum of maxima) of two signatures,
+  times the ratio of their parameter counts when both have one (a width the power-of-two
+  buckets hide still shows there); ``None`` when either description lacks a signature
+  (entries indexed before this stage).
 * :func:`structure_near`: the structural half of the ``near-duplicate`` relation: fine
   similarity >= a calibrated threshold; without signatures it falls back to the op-histogram
   check of earlier releases (:data:`NEAR_STRUCTURE`).
@@ -27,8 +30,10 @@ than ``search``) so both can import it. Standard library only.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -44,6 +49,7 @@ __all__ = [
     "fine_similarity",
     "op_overlap",
     "promote_first",
+    "promote_threshold",
     "structure_near",
 ]
 
@@ -52,21 +58,29 @@ __all__ = [
 FINE_VERSION = 1
 #: Hits (in cosine order) the rerank looks at; ``find_similar`` fetches at least this many.
 SHORTLIST = 30
-#: Least fine similarity for a hit to be moved first (measured on the cross-library benchmark:
-#: 0.5 / 0.6 / 0.7 give fine-label top-1 0.826 / 0.849 / 0.835 under leave-one-library-out).
-PROMOTE_MIN = 0.6
+#: Least fine similarity for a hit to be moved first, when ``thresholds.json`` records none
+#: (``promote_fine``: chosen by :func:`~nar_plugin.evaluation.calibrate.calibrate_cross_library`
+#: on half the benchmark's families; 0.30, the lowest value tried: the best fine match is
+#: nearly always the right one to move).
+PROMOTE_MIN = 0.3
 #: Default fine-similarity threshold of ``near-duplicate`` (calibrated with the cosine threshold
 #: by :func:`~nar_plugin.evaluation.calibrate.calibrate_cross_library`; used when the thresholds
 #: file does not record one).
-NEAR_FINE = 0.947
+NEAR_FINE = 0.813
 #: Weighted Jaccard of two op histograms at or above which two graphs are "nearly equal": the
 #: check for descriptions without a fine signature (earlier releases).
 NEAR_STRUCTURE = 0.9
 
 
 def fine_signature(graph: ArchGraph) -> dict[str, Any]:
-    """``{"v": FINE_VERSION, "nodes": {label: count}}``: node labels with absolute attributes."""
-    return {"v": FINE_VERSION, "nodes": dict(Counter(graph.label(i) for i in range(graph.num_nodes)))}
+    """``{"v": FINE_VERSION, "nodes": {label: count}, "params": n}``: node labels with absolute
+    attributes, and the parameter count the extractor recorded (``graph.metadata["num_params"]``,
+    from shapes only; left out when unknown)."""
+    sig: dict[str, Any] = {"v": FINE_VERSION, "nodes": dict(Counter(graph.label(i) for i in range(graph.num_nodes)))}
+    params = graph.metadata.get("num_params")
+    if isinstance(params, int) and not isinstance(params, bool) and params > 0:
+        sig["params"] = params
+    return sig
 
 
 def _weighted_jaccard(a: Mapping[str, Any], b: Mapping[str, Any]) -> float | None:
@@ -85,13 +99,25 @@ def _nodes(desc: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     return nodes if isinstance(nodes, Mapping) and nodes else None
 
 
+def _params(desc: Mapping[str, Any] | None) -> int | None:
+    n = ((desc or {}).get("fine") or {}).get("params")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
 def fine_similarity(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None) -> float | None:
     """Weighted Jaccard of the fine signatures of two descriptions (1.0 = the same node labels
-    with the same counts); ``None`` when either has no signature of this version."""
+    with the same counts), times the ratio of their parameter counts (smaller / larger) when
+    both record one: the width buckets of the node labels are powers of two, so 96 and 128
+    channels (convnext_small / convnext_base) share a label, not a parameter count. ``None``
+    when either has no signature of this version."""
     qn, mn = _nodes(q), _nodes(m)
     if qn is None or mn is None:
         return None
-    return _weighted_jaccard(qn, mn)
+    sim = _weighted_jaccard(qn, mn)
+    pq, pm = _params(q), _params(m)
+    if sim is not None and pq and pm:
+        sim *= min(pq, pm) / max(pq, pm)
+    return sim
 
 
 def op_overlap(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None) -> float | None:
@@ -124,3 +150,14 @@ def promote_first(fine: Sequence[float | None], shortlist: int = SHORTLIST,
         if s is not None and (best is None or s > best):
             best, pos = s, i
     return pos if best is not None and best >= min_similarity else None
+
+
+def promote_threshold(path: str | Path | None = None) -> float:
+    """The calibrated least fine similarity that moves a hit first: ``promote_fine`` of the
+    shipped ``weights/thresholds.json`` (or of ``path``); :data:`PROMOTE_MIN` when there is none."""
+    p = Path(path) if path else Path(__file__).resolve().parents[1] / "weights" / "thresholds.json"
+    try:
+        value = json.loads(p.read_text()).get("promote_fine", PROMOTE_MIN)
+        return float(value)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return PROMOTE_MIN

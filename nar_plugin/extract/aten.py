@@ -42,6 +42,16 @@ def _shape_of(val: Any) -> tuple[int, ...] | None:
     return tuple(out)
 
 
+def _numel(shape: tuple[int, ...] | None) -> int:
+    """Elements of a tensor of ``shape`` (0 when unknown or symbolic)."""
+    if shape is None or any(d < 0 for d in shape):
+        return 0
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
 def graph_from_exported_program(ep: Any, metadata: dict[str, Any] | None = None) -> ArchGraph:
     """Lower an ``ExportedProgram`` (any IR level) into an :class:`ArchGraph`."""
     import torch
@@ -84,7 +94,9 @@ def graph_from_exported_program(ep: Any, metadata: dict[str, Any] | None = None)
             b.add_output(v.ref for v in _flatten_values(conv(list(node.args))))
         elif node.op == "get_attr":
             env[node.name] = Value(EMPTY, None)
-    meta = {"tracer": "export", **(metadata or {})}
+    params = set(sig.inputs_to_parameters)
+    counted = [_numel(_shape_of(n.meta.get("val"))) for n in ep.graph.nodes if n.op == "placeholder" and n.name in params]
+    meta = {"tracer": "export", "num_params": sum(counted), **(metadata or {})}
     return b.build(meta)
 
 
@@ -157,6 +169,7 @@ def graph_from_model_json(model: dict[str, Any], metadata: dict[str, Any] | None
         shapes[name] = tuple(dims)
     b = GraphBuilder()
     env: dict[str, Value] = {}
+    param_names: list[str] = []
     for spec in specs:
         (kind, body), = list(spec.items())[:1]
         arg = body.get("arg", {})
@@ -165,6 +178,8 @@ def graph_from_model_json(model: dict[str, Any], metadata: dict[str, Any] | None
             name = arg["as_tensor"]["name"]
         if not name:
             continue
+        if kind == "parameter":
+            param_names.append(name)
         if kind == "user_input":
             env[name] = Value(b.add_input(), shapes.get(name))
         else:
@@ -199,7 +214,7 @@ def graph_from_model_json(model: dict[str, Any], metadata: dict[str, Any] | None
         for v in _flatten_values(_json_arg(o, env, shapes)):
             out_refs.append(v.ref)
     b.add_output(out_refs)
-    meta = {"tracer": "pt2", **(metadata or {})}
+    meta = {"tracer": "pt2", "num_params": sum(_numel(shapes.get(n)) for n in param_names), **(metadata or {})}
     return b.build(meta)
 
 

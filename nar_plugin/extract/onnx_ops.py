@@ -336,4 +336,17 @@ def lower_onnx(model: Any, metadata: dict[str, Any]) -> ArchGraph:
     for node in g.node:
         low.node(node)
     low.b.add_output(low.val(o.name).ref for o in g.output)
-    return low.b.build(metadata)
+    # parameters: the float initializers (their dims only; BatchNorm is already folded in exports)
+    params = sum(_prod(t.dims) for t in g.initializer if t.data_type in _FLOAT_TYPES)
+    return low.b.build({"num_params": params, **metadata})
+
+
+#: ONNX ``TensorProto`` data types of weights: FLOAT, FLOAT16, DOUBLE, BFLOAT16
+_FLOAT_TYPES = frozenset({1, 10, 11, 16})
+
+
+def _prod(dims: Any) -> int:
+    n = 1
+    for d in dims:
+        n *= int(d)
+    return n

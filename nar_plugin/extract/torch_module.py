@@ -300,14 +300,16 @@ def graph_from_module(module: Any, example_inputs: Any = None, tracer: str = "au
             meta-device tracers fail on a module with real parameters (``"auto"`` / ``"export"``),
             it is traced with its own tensors (:mod:`~nar_plugin.extract.real`: ``export-real``,
             then ``eager-real``); ``metadata["tracer"]`` names the tracer that made the graph.
-        metadata: extra provenance stored on the graph.
+        metadata: extra provenance stored on the graph (besides ``name``, ``tracer`` and
+            ``num_params``, the parameter count, read from shapes only).
         example_kwargs: keyword inputs (HF models), export path only.
 
     Raises:
         ExampleInputsError: inputs needed and not inferable.
         GraphExtractionError: every tracer failed; ``attempts`` says why each did.
     """
-    meta = {"name": type(module).__name__, **(metadata or {})}
+    meta = {"name": type(module).__name__, "num_params": sum(int(t.numel()) for t in module.parameters()),
+            **(metadata or {})}
     user_module, user_inputs = module, example_inputs
     real = not is_meta_module(module)
     if real and any(True for _ in module.parameters()):

@@ -320,9 +320,10 @@ def find_similar(query: Any, k: int = 10, relation: str | None = None, where: An
         Matches with a weight relation first (same weights, then fine-tuned, found by the weight
         fingerprints whatever their rank in the embedding), then the structurally closest of the
         first :data:`~nar_plugin.evaluation.fine_structure.SHORTLIST` hits when its fine
-        similarity is at least ``PROMOTE_MIN`` (the same network written by another library
-        comes first; :func:`~nar_plugin.evaluation.fine_structure.promote_first`), then by
-        decreasing score (larger = closer). The query itself, and entries
+        similarity is at least ``thresholds.promote_fine`` (calibrated; the same network
+        written by another library comes first;
+        :func:`~nar_plugin.evaluation.fine_structure.promote_first`), then by decreasing score
+        (larger = closer). The query itself, and entries
         folded into it, are excluded; an entry folded into another indexed entry is shown once,
         as that entry (see :mod:`nar_plugin.search.resolvers`). A query an integration resolves
         may narrow the candidates (``ResolvedQuery.scope``): an MLflow id is answered with its
@@ -353,7 +354,7 @@ def find_similar(query: Any, k: int = 10, relation: str | None = None, where: An
     qdesc = q.info.get("description")
     fine = {h.key: fine_similarity(qdesc, h.entry.metadata.get("description")) for h in hits}
     by_score = sorted((h for h in hits if h.key not in links), key=lambda h: -h.score)
-    first = promote_first([fine[h.key] for h in by_score])
+    first = promote_first([fine[h.key] for h in by_score], min_similarity=th.promote_fine)
     promoted = by_score[first].key if first is not None else None
     hits.sort(key=lambda h: (strength.get(links[h.key].relation, 9) if h.key in links else 9,
                              h.key != promoted, -h.score))

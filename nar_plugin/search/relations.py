@@ -29,6 +29,7 @@ from nar_plugin.errors import CorruptArtifactError
 from nar_plugin.evaluation.fine_structure import (
     NEAR_FINE,
     NEAR_STRUCTURE,
+    PROMOTE_MIN,
     op_overlap,
     structure_near,
 )
@@ -69,12 +70,14 @@ class Thresholds:
         related: at or above: related (same family).
         source: where the values come from (``defaults`` or the calibration file's name).
         near_duplicate_fine: least fine similarity of a near-duplicate (:func:`structurally_near`).
+        promote_fine: least fine similarity of the shortlisted hit ``find_similar`` moves first.
     """
 
     near_duplicate: float = 0.95
     related: float = 0.80
     source: str = "defaults"
     near_duplicate_fine: float = NEAR_FINE
+    promote_fine: float = PROMOTE_MIN
 
 
 def load_thresholds(path: str | Path | None = None) -> Thresholds:
@@ -96,7 +99,8 @@ def load_thresholds(path: str | Path | None = None) -> Thresholds:
                        p, data["encoder"], encoder_version())
         return Thresholds()
     return Thresholds(float(data["near_duplicate"]), float(data["related"]), source=str(p.name),
-                      near_duplicate_fine=float(data.get("near_duplicate_fine", NEAR_FINE)))
+                      near_duplicate_fine=float(data.get("near_duplicate_fine", NEAR_FINE)),
+                      promote_fine=float(data.get("promote_fine", PROMOTE_MIN)))
 
 
 def normalize_relation(name: str) -> str:
