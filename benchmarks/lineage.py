@@ -9,7 +9,8 @@
    PEFT's ``merge_and_unload``). :func:`nar_plugin.lineage.compare.reconstruct_tree` sees only the
    fingerprints. Printed: edge precision / recall (undirected), direction accuracy (of the true
    edges found), and the accuracy of each direction signal alone (step counters, kurtosis,
-   weight norm); ``--no-counters`` hides the step counters from the comparison (kurtosis only).
+   weight norm); ``--no-counters`` hides the step counters from the comparison (kurtosis only),
+   ``--frozen-lora-buffers`` gives every LoRA child its parent's BatchNorm buffers.
 2. **Cost.** ResNet-50: ``mlflow.pytorch.log_model`` (local SQLite tracking store, nar-plugin's
    hooks off) vs fingerprinting what it saved (the pt2 archive in the model folder), and
    fingerprinting the in-memory module.
@@ -191,8 +192,33 @@ def _without_counters(fp: Any) -> Any:
     return WeightFingerprint(kept, fp.weights_hash, fp.source)
 
 
+def _parent_buffers(fps: dict[str, Any], truth: list[tuple[str, str]]) -> dict[str, Any]:
+    """Each LoRA-style child with its parent's BatchNorm buffers (statistics and counters), as if
+    BatchNorm had been frozen while the adapters trained (generator version 3's merge)."""
+    from nar_plugin.lineage import WeightFingerprint
+    from nar_plugin.lineage.fingerprint import weights_hash_of
+
+    parent = {c: p for p, c in truth}
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    out: dict[str, Any] = {}
+
+    def fixed(key: str) -> Any:
+        if key not in out:
+            fp = fps[key]
+            if key.endswith("~lora"):
+                par = fixed(parent[key])
+                tensors = tuple(par.get(t.name) if t.name.rsplit(".", 1)[-1] in buffers else t for t in fp.tensors)
+                fp = WeightFingerprint(tensors, weights_hash_of(tensors), fp.source)
+            out[key] = fp
+        return out[key]
+
+    return {k: fixed(k) for k in fps}
+
+
 def tree_metrics(args: argparse.Namespace) -> dict[str, float]:
     fps, truth, t_train = _fingerprints(args)
+    if args.frozen_lora_buffers:
+        fps = _parent_buffers(fps, truth)
     if args.no_counters:
         fps = {k: _without_counters(fp) for k, fp in fps.items()}
     t1 = time.perf_counter()
@@ -327,6 +353,8 @@ def main() -> None:
     ap.add_argument("--cache", default="", help="JSON file keeping the tree's fingerprints between runs")
     ap.add_argument("--quick", action="store_true", help="a smaller tree, no cost or memory runs")
     ap.add_argument("--no-counters", action="store_true", help="hide BatchNorm step counters (kurtosis only)")
+    ap.add_argument("--frozen-lora-buffers", action="store_true",
+                    help="LoRA children keep their parent's BatchNorm buffers (as if BatchNorm were frozen)")
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
     args = ap.parse_args()
