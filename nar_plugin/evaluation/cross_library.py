@@ -346,6 +346,8 @@ class CrossLibraryResult:
                  f"### Family retrieval, MRR@{k}", "", self.table(f"MRR@{k}"), "",
                  "### Same architecture across libraries: first hit has the same fine label (top-1)", "",
                  self.table("fine_top1"), "",
+                 "### Same top-1, labels of identical networks merged (equal graph hash and parameter count)", "",
+                 self.table("fine_top1_identical"), "",
                  f"### Same architecture across libraries: MRR@{k} of the first same-fine-label item", "",
                  self.table(f"fine_MRR@{k}"), "",
                  "### Same architecture across libraries: median rank of the first same-fine-label item", "",
@@ -404,6 +406,9 @@ def run_cross_library(
     lib = np.asarray([it.library for it in items], dtype=object)
     fam = [it.family for it in items]
     fine = [it.fine for it in items]
+    from nar_plugin.corpus.crosslib.dataset import identical_network_labels
+
+    fine_same = identical_network_labels(items, fine)  # a diagnostic column (fine_top1_identical)
     rows: list[dict[str, Any]] = []
     descriptions: list[dict[str, Any]] | None = None
     for name, spec in specs.items():
@@ -443,12 +448,13 @@ def run_cross_library(
                 ff = retrieval_metrics(fe, fine, ks=(1, k), queries=qf, gallery=others, metric=fmetric)
                 ranks = first_hit_ranks(fe, fine, qf, others, metric=fmetric)
                 top1, fmrr, med = ff["MRR@1"], ff[f"MRR@{k}"], float(np.nanmedian(ranks))
+                same = retrieval_metrics(fe, fine_same, ks=(1,), queries=qf, gallery=others, metric=fmetric)["MRR@1"]
             else:
-                top1 = fmrr = med = float("nan")
+                top1 = fmrr = med = same = float("nan")
             rows.append({"method": name, "library": L, "queries": int(fm["queries"]),
                          "skipped_queries": int(fm["skipped_queries"]), f"MAP@{k}": fm[f"MAP@{k}"],
                          f"MRR@{k}": fm[f"MRR@{k}"], "fine_queries": int(qf.size), "fine_top1": top1,
-                         f"fine_MRR@{k}": fmrr, "fine_median_rank": med,
+                         f"fine_MRR@{k}": fmrr, "fine_median_rank": med, "fine_top1_identical": same,
                          "seconds": round(time.perf_counter() - t, 2)})
             logger.info("%s / %s: MAP@%d %.3f, fine top-1 %.3f (%d queries)", name, L, k, fm[f"MAP@{k}"], top1,
                         q.size)

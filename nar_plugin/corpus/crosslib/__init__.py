@@ -16,7 +16,7 @@ The protocol that evaluates on it is :mod:`nar_plugin.evaluation.cross_library`;
 
 from __future__ import annotations
 
-from nar_plugin.corpus.crosslib.dataset import CrossLibItem, load_cross_library
+from nar_plugin.corpus.crosslib.dataset import CrossLibItem, identical_network_labels, load_cross_library
 from nar_plugin.corpus.crosslib.libraries import (
            LIBRARIES,
            TRAINING_LIBRARIES,
@@ -24,5 +24,5 @@ from nar_plugin.corpus.crosslib.libraries import (
 )
 from nar_plugin.corpus.crosslib.manifest import default_dir, load_manifest
 
-__all__ = ["LIBRARIES", "TRAINING_LIBRARIES", "Candidate", "CrossLibItem", "default_dir", "load_cross_library",
+__all__ = ["LIBRARIES", "TRAINING_LIBRARIES", "Candidate", "CrossLibItem", "default_dir", "identical_network_labels", "load_cross_library",
            "load_manifest"]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nar_plugin.graph import ArchGraph
 
-__all__ = ["CrossLibItem", "load_cross_library"]
+__all__ = ["CrossLibItem", "identical_network_labels", "load_cross_library"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +63,35 @@ def load_cross_library(root: str | os.PathLike[str] | None = None) -> list[Cross
         out.append(CrossLibItem(row.key, row.library, row.family, row.fine, ArchGraph.from_dict(rec["graph"]),
                                 aten, info))
     return out
+
+
+def identical_network_labels(items: Sequence[CrossLibItem], labels: Sequence[str]) -> list[str]:
+    """``labels`` with every two labels merged whose models include one and the same network:
+    an equal graph hash **and** an equal parameter count (``graph.metadata["num_params"]``).
+
+    A diagnostic, not the benchmark's ground truth: e.g. torchaudio's ``hubert_base`` and
+    ``wav2vec2_base``, or timm's ``deit_base_patch16_224`` and ``vit_base_patch16_224``, are
+    one network trained two ways; the benchmark keeps their labels apart, so a method that
+    finds the identical network first is scored wrong. Each merged group takes its
+    alphabetically first label."""
+    parent = {lab: lab for lab in labels}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    first: dict[tuple[str, Any], str] = {}
+    for it, lab in zip(items, labels):
+        params = it.graph.metadata.get("num_params")
+        if not params:
+            continue
+        key = (it.graph.graph_hash, params)
+        if key in first:
+            a, b = find(first[key]), find(lab)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        else:
+            first[key] = lab
+    return [find(lab) for lab in labels]
