@@ -109,6 +109,10 @@ def test_rerank_puts_the_same_network_first(tmp_path: Path, desc: dict) -> None:
     assert [m.relation for m in matches] == ["near-duplicate", "related", "related"]
     assert matches[0].fine == pytest.approx(1.0) and matches[0].to_dict()["fine_similarity"] == 1.0
     assert matches[0].score == pytest.approx(0.97, abs=1e-4)  # the score stays the cosine
+    # the moved hit says why it is listed above closer cosines; the others are not marked
+    assert [m.promoted for m in matches] == [True, False, False]
+    assert matches[0].why().startswith("structurally closest of the shortlist (fine similarity 1.00), listed first")
+    assert matches[0].to_dict()["promoted"] is True and "listed first" not in matches[1].why()
 
 
 def test_old_index_entries_keep_todays_behaviour(tmp_path: Path, desc: dict) -> None:
@@ -117,7 +121,7 @@ def test_old_index_entries_keep_todays_behaviour(tmp_path: Path, desc: dict) -> 
     assert [m.key for m in matches] == ["torchvision:wide_resnet50_2", "torchvision:resnet101", "pytorchcv:resnet50b"]
     # op-histogram check: the width variant passes it, the 101-layer model does not
     assert [m.relation for m in matches] == ["near-duplicate", "related", "near-duplicate"]
-    assert all(m.fine is None for m in matches)
+    assert all(m.fine is None for m in matches) and not any(m.promoted for m in matches)
 
 
 def test_cross_library_nar_is_ranked_like_find_similar(bench: dict) -> None:

@@ -290,11 +290,19 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
     near, near_fine, near_rule = _choose_near(cal, related, near_precision, near_min_recall)
     out: dict[str, Any] = {"related": round(related, 4), "near_duplicate": round(near, 4),
                            "near_duplicate_fine": round(near_fine, 4), "fine_version": FINE_VERSION}
-    # the rerank's threshold: the best same-network top-1 that keeps family MAP@10 (first half)
+    # the rerank's threshold: the best same-network top-1 (first half) that keeps its family MAP@10,
+    # else the best top-1 (ties: the higher MAP)
     grid = [None, *np.round(np.arange(0.30, 0.951, 0.05), 2).tolist()]
     cal_scores = _promote_scores(emb, items, descriptions, in_first, grid)
     floor = cal_scores[0][1]
-    ok = [i for i in range(1, len(grid)) if cal_scores[i][1] >= floor] or list(range(1, len(grid)))
+    ok = [i for i in range(1, len(grid)) if cal_scores[i][1] >= floor]
+    promote_rule = "best same-network top-1 (then family MAP@10) on the first half's queries"
+    if ok:
+        promote_rule += " among the values that keep its family MAP@10 at least the cosine order's"
+    else:
+        ok = list(range(1, len(grid)))
+        promote_rule += (f"; no value kept the cosine order's family MAP@10 there ({floor:.4f}; best "
+                         f"{max(v[1] for v in cal_scores[1:]):.4f})")
     best = max(ok, key=lambda i: (cal_scores[i][0], cal_scores[i][1], -i))
     (held_top1, held_map), (held_top1_0, held_map_0) = _promote_scores(emb, items, descriptions, ~in_first,
                                                                         [grid[best], None])
@@ -323,8 +331,7 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
     out["near_duplicate_recall"] = out["near_duplicate_recall_held_out"]
     out["rules"] = {"related": "best F1 for same family across libraries",
                     "near_duplicate": f"cosine and fine similarity for same fine label across libraries: {near_rule}",
-                    "promote_fine": "best same-network top-1 on the first half's queries among the values "
-                                    "that keep its family MAP@10 at least the cosine order's",
+                    "promote_fine": promote_rule,
                     "split": f"families halved with seed {seed}: chosen on one half, *_held_out on the other"}
     out["sources"] = f"cross-library benchmark ({len(items)} models, {len({it.library for it in items})} libraries)"
     if write:

@@ -375,7 +375,8 @@ def find_similar(query: Any, k: int = 10, relation: str | None = None, where: An
         if h.entry.uri:
             meta.setdefault("uri", h.entry.uri)
         out.append(Match(h.key, float(h.score), rel, meta, h.entry.graph_hash, query_info,
-                         link.comparison if link else None, link.lineage if link else None, fine[h.key]))
+                         link.comparison if link else None, link.lineage if link else None, fine[h.key],
+                         h.key == promoted and h.key not in links))
         if len(out) >= k:
             break
     return out

@@ -98,6 +98,8 @@ class Match:
             ``child`` (fine-tuned from the query) or ``None`` (direction unknown).
         fine: fine similarity of the two graphs (node labels with absolute widths, 1.0 = the
             same), ``None`` when either description lacks the signature.
+        promoted: moved ahead of closer cosines as the structurally closest of the shortlist
+            (:func:`~nar_plugin.evaluation.fine_structure.promote_first`).
     """
 
     key: str
@@ -109,6 +111,7 @@ class Match:
     weights: Any = field(default=None, compare=False)
     lineage: str | None = None
     fine: float | None = field(default=None, compare=False)
+    promoted: bool = field(default=False, compare=False)
 
     def explain(self) -> Explanation:
         """Shared motif types and op-level differences between the query and this match."""
@@ -118,6 +121,8 @@ class Match:
     def why(self) -> str:
         """One line: the relation's evidence (weights first, then the architecture)."""
         arch = str(self.explain())
+        if self.promoted and self.fine is not None:
+            arch = f"structurally closest of the shortlist (fine similarity {self.fine:.2f}), listed first; {arch}"
         if self.weights is None:
             return arch
         side = {"parent": "the match is the parent", "child": "the match was fine-tuned from the query"}
@@ -129,7 +134,7 @@ class Match:
         return {"key": self.key, "score": round(self.score, 6), "relation": self.relation,
                 "lineage": self.lineage, "graph_hash": self.graph_hash, "metadata": meta,
                 "fine_similarity": None if self.fine is None else round(self.fine, 6),
-                "explanation": self.why()}
+                "promoted": self.promoted, "explanation": self.why()}
 
 
 @dataclass(frozen=True)
