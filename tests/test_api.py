@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.vectors import at_cosine as _at_cosine
+from fixtures.vectors import unit as _unit
 
 from nar_plugin.errors import KeyNotFoundError
 from nar_plugin.index import EmbeddingIndex
@@ -19,17 +21,6 @@ from nar_plugin.search.relations import Thresholds, at_least, relation_for
 
 TH = Thresholds(near_duplicate=0.95, related=0.80)
 PKG = Path(__file__).resolve().parents[1] / "nar_plugin"
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return (v / np.linalg.norm(v)).astype(np.float32)
-
-
-def _at_cosine(base: np.ndarray, cos: float, seed: int) -> np.ndarray:
-    """A unit vector at exactly cosine ``cos`` from the unit vector ``base``."""
-    r = np.random.default_rng(seed).normal(size=base.shape)
-    ortho = _unit(r - (r @ base) * base)
-    return _unit(cos * base + np.sqrt(1 - cos * cos) * ortho)
 
 
 @pytest.fixture

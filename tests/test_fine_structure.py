@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures.vectors import at_cosine as _at_cosine
+from fixtures.vectors import unit as _unit
 
 from nar_plugin.evaluation.fine_structure import (
     NEAR_FINE,
@@ -35,16 +37,6 @@ def bench() -> dict:
 @pytest.fixture(scope="module")
 def desc(bench: dict) -> dict:
     return {k: describe_graph(it.graph) for k, it in bench.items()}
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    return (v / np.linalg.norm(v)).astype(np.float32)
-
-
-def _at_cosine(base: np.ndarray, cos: float, seed: int) -> np.ndarray:
-    r = np.random.default_rng(seed).normal(size=base.shape)
-    ortho = _unit(r - (r @ base) * base)
-    return _unit(cos * base + np.sqrt(1 - cos * cos) * ortho)
 
 
 def test_signature_is_compact_and_versioned(desc: dict) -> None:

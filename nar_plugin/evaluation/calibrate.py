@@ -149,15 +149,6 @@ def read_thresholds(path: str | os.PathLike[str]) -> dict[str, Any]:
     return read_versioned_json(path, THRESHOLDS_FORMAT, THRESHOLDS_FORMAT_VERSION)
 
 
-def _threshold_for_precision(scores: np.ndarray, positive: np.ndarray, target: float) -> float | None:
-    """The lowest ``t`` whose precision is >= ``target`` (the most recall at that precision)."""
-    order = np.argsort(-scores, kind="stable")
-    s, p = scores[order], positive[order]
-    prec = np.cumsum(p) / np.arange(1, len(s) + 1)
-    ok = np.nonzero(prec >= target)[0]
-    return float(s[ok[-1]]) if len(ok) else None
-
-
 def _cross_pairs(emb: np.ndarray, items: Sequence[Any], keep: np.ndarray, descriptions: Sequence[Any],
                  floor: float) -> dict[str, np.ndarray]:
     """Pairs of items of two different libraries (both in ``keep``), identical graphs left out.
@@ -312,7 +303,7 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
                 "promote_top1_held_out": round(held_top1, 4), "promote_map10_held_out": round(held_map, 4),
                 "cosine_top1_held_out": round(held_top1_0, 4), "cosine_map10_held_out": round(held_map_0, 4)})
     for part, pairs in (("calibration", cal), ("held_out", held)):
-        # the product's decision, pair by pair (relation_for: cosine and structurally_near)
+        # the product's decision, pair by pair (relation_for: cosine and structure_near)
         near_sel = np.asarray([bool(s >= out["near_duplicate"] and structure_near(
             descriptions[a], descriptions[b], out["near_duplicate_fine"]))
             for s, a, b in zip(pairs["scores"], pairs["a"], pairs["b"])], dtype=bool)

@@ -394,6 +394,8 @@ def run_cross_library(
         if unknown:
             raise ValueError(f"unknown methods {unknown}; expected some of {METHODS}")
         specs = {m: make_embedder(m, **dict(method_kwargs or {})) for m in methods}
+        if "nar" in specs and "nar_cosine" in specs:  # one embedding, ranked two ways
+            specs["nar_cosine"] = specs["nar"]
         specs = {m: FineRerank(e) if m in RERANKED else e for m, e in specs.items()}
     libs_all = list(dict.fromkeys(it.library for it in items))
     if len(libs_all) < 2:
@@ -411,8 +413,16 @@ def run_cross_library(
     fine_same = identical_network_labels(items, fine)  # a diagnostic column (fine_top1_identical)
     rows: list[dict[str, Any]] = []
     descriptions: list[dict[str, Any]] | None = None
+    # one embedding per embedder object: a reranked and a cosine-only column of one method, and
+    # the query libraries a leave-one-out method answers with one encoder, embed once
+    embedded: dict[int, tuple[Embedder, np.ndarray]] = {}
+
+    def embed(fn: Embedder) -> np.ndarray:
+        if id(fn) not in embedded:
+            embedded[id(fn)] = (fn, np.asarray(fn(items)))  # the object kept: its id stays unique
+        return embedded[id(fn)][1]
+
     for name, spec in specs.items():
-        fixed: np.ndarray | None = None
         rerank = isinstance(spec, FineRerank)
         base = spec.base if isinstance(spec, FineRerank) else spec
         if rerank and descriptions is None:
@@ -421,12 +431,7 @@ def run_cross_library(
             descriptions = [{"fine": fine_signature(it.graph)} for it in items]
         for L in query_libs:
             t = time.perf_counter()
-            if isinstance(base, LeaveOneOut):
-                emb = np.asarray(base.train_fn(L)(items))
-            else:
-                if fixed is None:
-                    fixed = np.asarray(base(items))
-                emb = fixed
+            emb = embed(base.train_fn(L) if isinstance(base, LeaveOneOut) else base)
             q = np.flatnonzero(lib == L)
             others = np.flatnonzero(lib != L)
             g = others if gallery == "others" else np.arange(len(items))

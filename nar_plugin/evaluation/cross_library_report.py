@@ -75,6 +75,8 @@ def cross_library_report(root: str | Path | None = None, methods: Sequence[str] 
         embedders[m] = make_embedder(m, corpus=corpus, gnn_epochs=gnn_epochs)
         if m in ("gcn", "gat"):
             say(f"{m}: trained in {time.time() - t:.0f} s")
+    if "nar" in embedders and "nar_cosine" in embedders:  # one embedding, ranked two ways
+        embedders["nar_cosine"] = embedders["nar"]
     specs: dict[str, Any] = {}
     if leave_one_out is not None:
         specs = {"nar_lolo": FineRerank(leave_one_out), "nar_lolo_cosine": leave_one_out}

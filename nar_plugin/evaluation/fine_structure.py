@@ -25,7 +25,7 @@ absolute structure *after* the embedding shortlist:
 Used by :func:`nar_plugin.search.api.find_similar` and by the NAR method of the cross-library
 benchmark (:mod:`nar_plugin.evaluation.cross_library`) and its calibration
 (:mod:`nar_plugin.evaluation.calibrate`): one code path. Lives in ``evaluation`` (a lower layer
-than ``search``) so both can import it. Standard library only.
+than ``search``) so both can import it. Standard library only (and the weights folder's path).
 """
 
 from __future__ import annotations
@@ -59,9 +59,9 @@ FINE_VERSION = 1
 #: Hits (in cosine order) the rerank looks at; ``find_similar`` fetches at least this many.
 SHORTLIST = 30
 #: Least fine similarity for a hit to be moved first, when ``thresholds.json`` records none
-#: (``promote_fine``: chosen by :func:`~nar_plugin.evaluation.calibrate.calibrate_cross_library`
-#: on half the benchmark's families; 0.30, the lowest value tried: the best fine match is
-#: nearly always the right one to move).
+#: (the shipped file records ``promote_fine`` = 0.6, chosen by
+#: :func:`~nar_plugin.evaluation.calibrate.calibrate_cross_library` on half the benchmark's
+#: families; this default is the lowest value its grid tries).
 PROMOTE_MIN = 0.3
 #: Default fine-similarity threshold of ``near-duplicate`` (calibrated with the cosine threshold
 #: by :func:`~nar_plugin.evaluation.calibrate.calibrate_cross_library`; used when the thresholds
@@ -155,9 +155,10 @@ def promote_first(fine: Sequence[float | None], shortlist: int = SHORTLIST,
 def promote_threshold(path: str | Path | None = None) -> float:
     """The calibrated least fine similarity that moves a hit first: ``promote_fine`` of the
     shipped ``weights/thresholds.json`` (or of ``path``); :data:`PROMOTE_MIN` when there is none."""
-    p = Path(path) if path else Path(__file__).resolve().parents[1] / "weights" / "thresholds.json"
+    from nar_plugin.model.weights import WEIGHTS_DIR
+
+    p = Path(path) if path else WEIGHTS_DIR / "thresholds.json"
     try:
-        value = json.loads(p.read_text()).get("promote_fine", PROMOTE_MIN)
-        return float(value)
+        return float(json.loads(p.read_text()).get("promote_fine", PROMOTE_MIN))
     except (OSError, ValueError, TypeError, AttributeError):
         return PROMOTE_MIN

@@ -97,12 +97,17 @@ def leave_one_out_nar(root: str | os.PathLike[str] | None = None, corpus: str | 
     """NAR as a :class:`LeaveOneOut` method: per query library, the encoder of
     :func:`encoder_without` (trained on first use)."""
     base = Path(root) if root is not None else default_lolo_dir()
+    by_weights: dict[Path, Callable[[Sequence[CrossLibItem]], np.ndarray]] = {}
 
     def train_fn(library: str) -> Callable[[Sequence[CrossLibItem]], np.ndarray]:
+        """One embedder per encoder: the libraries no source holds share the shipped one."""
         from nar_plugin.model.inference import embed_many, load_encoder
 
-        enc = load_encoder(encoder_without(library, base, corpus, epochs=epochs, seed=seed,
-                                           shipped_for_unseen=shipped_for_unseen, log=log))
-        return lambda items: embed_many([it.graph for it in items], encoder=enc)
+        path = Path(encoder_without(library, base, corpus, epochs=epochs, seed=seed,
+                                    shipped_for_unseen=shipped_for_unseen, log=log))
+        if path not in by_weights:
+            enc = load_encoder(path)
+            by_weights[path] = lambda items: embed_many([it.graph for it in items], encoder=enc)
+        return by_weights[path]
 
     return LeaveOneOut(train_fn)

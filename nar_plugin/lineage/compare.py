@@ -32,9 +32,9 @@ registry) use that.
 
 **Tree.** :func:`reconstruct_tree`: the maximum branching (after MoTHer's directed spanning tree)
 of the arcs the step counters allow, preferring pairs that share the most byte-identical
-tensors, then the most similar ones (a parent is closer than a sibling or a grandparent), each tree oriented from the root that agrees with most
-pairwise direction votes (a counter vote weighs :data:`COUNTER_VOTE` kurtosis votes): one wrong
-vote among many does not flip an edge.
+tensors, then the most similar ones (a parent is closer than a sibling or a grandparent), each
+tree oriented from the root that agrees with most pairwise direction votes (a counter vote
+weighs :data:`COUNTER_VOTE` kurtosis votes): one wrong vote among many does not flip an edge.
 """
 
 from __future__ import annotations
@@ -252,8 +252,9 @@ def weight_relation(c: WeightComparison, thresholds: LineageThresholds | None = 
 class Edge:
     """``child`` was fine-tuned from ``parent`` (keys of the fingerprints given).
 
-    ``directed``: the orientation rests on the weights (the direction votes of its tree); false
-    when they tie and the ``order`` given (older first), else the key order, decided."""
+    ``directed``: the orientation rests on the weights (the direction votes of its tree, or
+    without an ``order`` its weak kurtosis votes); false when the ``order`` given (older first)
+    or the key order decided."""
 
     parent: str
     child: str
@@ -284,6 +285,8 @@ def reconstruct_tree(fingerprints: Mapping[str, WeightFingerprint],
 
     Cost: one :func:`compare` per pair (quadratic; meant for the models of one architecture).
     """
+    import networkx as nx
+
     th = thresholds or LineageThresholds()
     keys: list[str] = []
     seen: dict[str, str] = {}
@@ -291,12 +294,10 @@ def reconstruct_tree(fingerprints: Mapping[str, WeightFingerprint],
         if fp.weights_hash not in seen:
             seen[fp.weights_hash] = k
             keys.append(k)
-    import networkx as nx
-
     rank = {k: i for i, k in enumerate(keys)}
     arcs = nx.DiGraph()
     arcs.add_nodes_from(keys)
-    pairs: dict[frozenset[str], tuple[float, int, float]] = {}
+    pairs: dict[frozenset[str], tuple[float, int, int]] = {}
     for i, ka in enumerate(keys):
         for kb in keys[i + 1:]:
             c = compare(fingerprints[ka], fingerprints[kb], th)

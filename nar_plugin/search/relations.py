@@ -30,9 +30,9 @@ from nar_plugin.evaluation.fine_structure import (
     NEAR_FINE,
     NEAR_STRUCTURE,
     PROMOTE_MIN,
-    op_overlap,
     structure_near,
 )
+from nar_plugin.model.weights import WEIGHTS_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ __all__ = [
     "load_thresholds",
     "normalize_relation",
     "relation_for",
-    "structural_overlap",
     "structurally_near",
 ]
 
@@ -58,7 +57,7 @@ WEIGHT_RELATIONS = RELATIONS[:2]
 DUPLICATE_RELATIONS = RELATIONS[:4]
 #: names earlier releases wrote (tags, JSON output) -> today's
 LEGACY_RELATIONS = {"identical": "same-architecture"}
-_THRESHOLDS_FILE = Path(__file__).resolve().parents[1] / "weights" / "thresholds.json"
+_THRESHOLDS_FILE = WEIGHTS_DIR / "thresholds.json"
 
 
 @dataclass(frozen=True)
@@ -108,20 +107,13 @@ def normalize_relation(name: str) -> str:
     return LEGACY_RELATIONS.get(name, name)
 
 
-def structural_overlap(q: dict[str, Any] | None, m: dict[str, Any] | None) -> float | None:
-    """Weighted Jaccard (sum of minima / sum of maxima) of two op histograms, from
-    :func:`~nar_plugin.search.results.describe_graph` descriptions; ``None`` when either lacks one."""
-    return op_overlap(q, m)
-
-
-def structurally_near(q: dict[str, Any] | None, m: dict[str, Any] | None,
-                      fine_min: float = NEAR_FINE) -> bool | None:
-    """Are two graphs nearly the same network? Fine similarity (node labels with absolute
-    widths, :func:`~nar_plugin.evaluation.fine_structure.fine_similarity`) >= ``fine_min``; for
-    descriptions without a fine signature, op counts overlapping >= :data:`NEAR_STRUCTURE` (a
-    6-layer and a 12-layer ViT differ in half their ops). ``None`` when neither can be computed
-    (the embedding alone decides)."""
-    return structure_near(q, m, fine_min)
+#: Are two graphs nearly the same network? Fine similarity (node labels with absolute widths,
+#: :func:`~nar_plugin.evaluation.fine_structure.fine_similarity`) >= ``fine_min``; descriptions
+#: without a fine signature: op counts overlapping >= :data:`NEAR_STRUCTURE` (a 6-layer and a
+#: 12-layer ViT differ in half their ops); ``None`` when neither can be computed (the embedding
+#: alone decides). The search layer's name for
+#: :func:`~nar_plugin.evaluation.fine_structure.structure_near`.
+structurally_near = structure_near
 
 
 def relation_for(score: float, same_hash: bool, th: Thresholds, *, weights: str | None = None,

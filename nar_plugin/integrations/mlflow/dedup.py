@@ -104,7 +104,7 @@ def classify_version(index: Any, name: str, vector: Any, graph_hash: str | None,
     relations: dict[str, tuple[str, float]] = {}
     for h in hits:
         link = links.get(h.key)
-        near = structurally_near(description, h.entry.metadata.get("description"))
+        near = structurally_near(description, h.entry.metadata.get("description"), th.near_duplicate_fine)
         rel = relation_for(h.score, graph_hash is not None and h.entry.graph_hash == graph_hash, th,
                            weights=link.relation if link else None, near=near)
         relations[h.key] = (rel, float(h.score))
@@ -156,12 +156,14 @@ class DedupCluster:
     edges: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _near_duplicate_groups(idx: Any, groups: list[list[Any]], threshold: float, scope: Any) -> list[list[int]]:
-    """Connected components of "cosine >= threshold and structurally near" among ``groups`` (of
+def _near_duplicate_groups(idx: Any, groups: list[list[Any]], th: Any, scope: Any) -> list[list[int]]:
+    """Connected components of "cosine >= ``th.near_duplicate`` and structurally near (fine
+    similarity >= ``th.near_duplicate_fine``)" among ``groups`` (of
     same-architecture versions): each group's first version asks the index for its nearest
     versions (FAISS k-NN, widening k while the farthest hit is above the threshold)."""
     from nar_plugin.search.relations import structurally_near
 
+    threshold = th.near_duplicate
     pos = {e.key: i for i, group in enumerate(groups) for e in group}
     uf = UnionFind(range(len(groups)))
     for i, group in enumerate(groups):
@@ -175,7 +177,7 @@ def _near_duplicate_groups(idx: Any, groups: list[list[Any]], threshold: float, 
         for h in hits:
             j = pos.get(h.key)
             if (j is not None and h.score >= threshold and structurally_near(
-                    rep.metadata.get("description"), h.entry.metadata.get("description")) is not False):
+                    rep.metadata.get("description"), h.entry.metadata.get("description"), th.near_duplicate_fine) is not False):
                 uf.union(i, j)
     comps: dict[Any, list[int]] = {}
     for i in range(len(groups)):
@@ -251,7 +253,7 @@ def dedup_report(index: Any = None, tracking_uri: str | None = None, sync: bool 
     def scope(e: Any) -> bool:
         return e.key.startswith(VERSION_PREFIX) and in_scope(e, server)
 
-    for members in _near_duplicate_groups(idx, groups, load_thresholds().near_duplicate, scope):
+    for members in _near_duplicate_groups(idx, groups, load_thresholds(), scope):
         vecs = np.stack([reps[m].vector for m in members])  # one cluster: small
         clusters.append(DedupCluster("near-duplicate", sorted(version_of(reps[m].key) for m in members),
                                      float((vecs @ vecs.T).min())))
