@@ -153,9 +153,11 @@ def _cross_pairs(emb: np.ndarray, items: Sequence[Any], keep: np.ndarray, descri
                  floor: float) -> dict[str, np.ndarray]:
     """Pairs of items of two different libraries (both in ``keep``), identical graphs left out.
 
-    ``fine``: the fine similarity (:func:`~nar_plugin.evaluation.fine_structure.fine_similarity`)
-    of the pairs with cosine >= ``floor`` (0 below: no near-duplicate rule goes below it)."""
-    from nar_plugin.evaluation.fine_structure import fine_similarity
+    ``fine_sim``: the fine similarity (:func:`~nar_plugin.evaluation.fine_structure.fine_similarity`)
+    and ``shapes``: whether the parameter shapes agree up to a head
+    (:func:`~nar_plugin.evaluation.fine_structure.shapes_near`), of the pairs with cosine >=
+    ``floor`` (0 / False below: no near-duplicate rule goes below it)."""
+    from nar_plugin.evaluation.fine_structure import fine_similarity, shapes_near
 
     idx = np.flatnonzero(keep)
     iu = np.triu_indices(len(idx), k=1)
@@ -167,11 +169,36 @@ def _cross_pairs(emb: np.ndarray, items: Sequence[Any], keep: np.ndarray, descri
     fam = np.asarray([it.family for it in items])
     fine = np.asarray([it.fine for it in items])
     scores = np.einsum("ij,ij->i", emb[a], emb[b]).astype(np.float64)
-    fsim = np.zeros(len(a))
+    fsim, shapes = np.zeros(len(a)), np.zeros(len(a), dtype=bool)
     for i in np.flatnonzero(scores >= floor):
         fsim[i] = fine_similarity(descriptions[a[i]], descriptions[b[i]]) or 0.0
-    return {"scores": scores, "fine_sim": fsim, "family": fam[a] == fam[b], "fine": fine[a] == fine[b],
-            "a": a, "b": b}
+        shapes[i] = bool(shapes_near(descriptions[a[i]], descriptions[b[i]]))
+    return {"scores": scores, "fine_sim": fsim, "shapes": shapes, "family": fam[a] == fam[b],
+            "fine": fine[a] == fine[b], "a": a, "b": b}
+
+
+def _choose_shapes_floor(pairs: dict[str, np.ndarray], floor: float, target: float,
+                         min_recall: float) -> tuple[float, str]:
+    """(cosine threshold >= ``floor``, rule) of the near-duplicate decision "parameter shapes
+    agree up to a head and cosine >= t" for "same fine label": the most recall with precision
+    >= ``target`` and recall >= ``min_recall``; else the best precision with recall >=
+    ``min_recall`` (ties: more recall); else the best F1."""
+    c, pos = pairs["scores"], pairs["fine"]
+    total = max(1, int(pos.sum()))
+    m = pairs["shapes"] & (c >= floor)
+    rows = []
+    for t in np.unique(np.concatenate([[floor], np.round(c[m & pos], 3)])):
+        sel = m & (c >= t)
+        tp = int(np.sum(sel & pos))
+        p, r = tp / max(1, int(sel.sum())), tp / total
+        rows.append((float(t), p, r, 2 * p * r / (p + r) if p + r else 0.0))
+    enough = [row for row in rows if row[2] >= min_recall]
+    hit = [row for row in enough if row[1] >= target]
+    if hit:
+        return max(hit, key=lambda row: (row[2], row[1]))[0], f"most recall with precision >= {target} and recall >= {min_recall}"
+    if enough:
+        return max(enough, key=lambda row: (row[1], row[2]))[0], f"best precision at recall >= {min_recall}"
+    return max(rows, key=lambda row: row[3])[0], "best F1"
 
 
 def _choose_near(pairs: dict[str, np.ndarray], floor: float, target: float,
@@ -245,26 +272,31 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
     chosen on pairs within the first half and reported on both halves (the second is held out).
 
     - ``related``: the best F1 for "same family";
-    - ``near_duplicate`` and ``near_duplicate_fine``: the decision ``find_similar`` makes,
-      cosine >= ``near_duplicate`` (at least ``related``) **and** fine similarity >=
-      ``near_duplicate_fine`` (:func:`~nar_plugin.evaluation.fine_structure.structure_near`),
+    - ``near_duplicate_shapes``: the cosine a near-duplicate needs when the parameter shapes of
+      both models agree up to a head (:func:`~nar_plugin.evaluation.fine_structure.shapes_near`),
       for "same fine label" (the same network written by another library): the most recall
-      with precision >= ``near_precision`` and recall >= ``near_min_recall``; if no pair of
-      thresholds reaches both, the best precision at recall >= ``near_min_recall``.
+      with precision >= ``near_precision`` and recall >= ``near_min_recall``; else the best
+      precision at recall >= ``near_min_recall``;
+    - ``near_duplicate`` and ``near_duplicate_fine``: the decision for descriptions without
+      parameter shapes (indexed by earlier releases), cosine >= ``near_duplicate`` (at least
+      ``related``) **and** fine similarity >= ``near_duplicate_fine``, chosen the same way with
+      the shapes hidden.
 
     Returns:
         The thresholds, with precision / recall / F1 of each on the calibration half
         (``*_calibration``) and on the held-out half (``*_held_out``); ``near_duplicate_*`` are
-        those of the two-threshold decision, ``near_duplicate_cosine_only_*`` those of the
-        cosine threshold alone (for comparison).
+        those of the product's decision (:func:`~nar_plugin.search.relations.near_duplicate_evidence`:
+        parameter shapes here, since every benchmark graph records them),
+        ``near_duplicate_fine_only_*`` those of the fallback for entries without shapes,
+        ``near_duplicate_cosine_only_*`` those of the cosine threshold alone (for comparison).
     """
     from nar_plugin.corpus.crosslib import load_cross_library
     from nar_plugin.evaluation.fine_structure import (
         FINE_VERSION,
         fine_signature,
-        structure_near,
     )
     from nar_plugin.model.inference import embed_many, load_encoder
+    from nar_plugin.search.relations import Thresholds, near_duplicate_evidence
 
     items = load_cross_library(root)
     enc = load_encoder(weights, reload=True)
@@ -279,8 +311,13 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
     cal = _cross_pairs(emb, items, in_first, descriptions, related)
     held = _cross_pairs(emb, items, ~in_first, descriptions, related)
     near, near_fine, near_rule = _choose_near(cal, related, near_precision, near_min_recall)
+    shapes_floor, shapes_rule = _choose_shapes_floor(cal, related, near_precision, near_min_recall)
     out: dict[str, Any] = {"related": round(related, 4), "near_duplicate": round(near, 4),
-                           "near_duplicate_fine": round(near_fine, 4), "fine_version": FINE_VERSION}
+                           "near_duplicate_fine": round(near_fine, 4),
+                           "near_duplicate_shapes": round(shapes_floor, 4), "fine_version": FINE_VERSION}
+    # what an entry indexed before parameter shapes were recorded carries
+    fine_only = [{"fine": {k: v for k, v in d["fine"].items() if k not in ("shapes", "folded")}}
+                 for d in descriptions]
     # the rerank's threshold: the best same-network top-1 (first half) that keeps its family MAP@10,
     # else the best top-1 (ties: the higher MAP)
     grid = [None, *np.round(np.arange(0.30, 0.951, 0.05), 2).tolist()]
@@ -302,13 +339,21 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
                 "promote_map10_calibration": round(cal_scores[best][1], 4),
                 "promote_top1_held_out": round(held_top1, 4), "promote_map10_held_out": round(held_map, 4),
                 "cosine_top1_held_out": round(held_top1_0, 4), "cosine_map10_held_out": round(held_map_0, 4)})
+    th = Thresholds(out["near_duplicate"], out["related"], near_duplicate_fine=out["near_duplicate_fine"],
+                    near_duplicate_shapes=out["near_duplicate_shapes"])
+
+    def decided(descs: Sequence[dict[str, Any]], pairs: dict[str, np.ndarray]) -> np.ndarray:
+        # the product's decision, pair by pair (relation_for with near_duplicate_evidence)
+        sel = np.zeros(len(pairs["scores"]), dtype=bool)
+        for i in np.flatnonzero(pairs["scores"] >= min(th.near_duplicate, th.shapes_floor)):
+            near, floor = near_duplicate_evidence(descs[pairs["a"][i]], descs[pairs["b"][i]], th)
+            sel[i] = bool(pairs["scores"][i] >= floor and near is not False)
+        return sel
+
     for part, pairs in (("calibration", cal), ("held_out", held)):
-        # the product's decision, pair by pair (relation_for: cosine and structure_near)
-        near_sel = np.asarray([bool(s >= out["near_duplicate"] and structure_near(
-            descriptions[a], descriptions[b], out["near_duplicate_fine"]))
-            for s, a, b in zip(pairs["scores"], pairs["a"], pairs["b"])], dtype=bool)
         for name, sel, truth in (("related", pairs["scores"] >= related, "family"),
-                                 ("near_duplicate", near_sel, "fine"),
+                                 ("near_duplicate", decided(descriptions, pairs), "fine"),
+                                 ("near_duplicate_fine_only", decided(fine_only, pairs), "fine"),
                                  ("near_duplicate_cosine_only", pairs["scores"] >= out["near_duplicate"], "fine")):
             tp = float(np.sum(sel & pairs[truth]))
             p, r = tp / max(1.0, float(sel.sum())), tp / max(1.0, float(pairs[truth].sum()))
@@ -321,7 +366,10 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
     out["near_duplicate_precision"] = out["near_duplicate_precision_held_out"]
     out["near_duplicate_recall"] = out["near_duplicate_recall_held_out"]
     out["rules"] = {"related": "best F1 for same family across libraries",
-                    "near_duplicate": f"cosine and fine similarity for same fine label across libraries: {near_rule}",
+                    "near_duplicate_shapes": f"parameter shapes agreeing up to a head, cosine for same fine label "
+                                             f"across libraries: {shapes_rule}",
+                    "near_duplicate": f"without parameter shapes: cosine and fine similarity for same fine label "
+                                      f"across libraries: {near_rule}",
                     "promote_fine": promote_rule,
                     "split": f"families halved with seed {seed}: chosen on one half, *_held_out on the other"}
     out["sources"] = f"cross-library benchmark ({len(items)} models, {len({it.library for it in items})} libraries)"

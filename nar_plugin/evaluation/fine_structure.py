@@ -14,9 +14,17 @@ absolute structure *after* the embedding shortlist:
   times the ratio of their parameter counts when both have one (a width the power-of-two
   buckets hide still shows there); ``None`` when either description lacks a signature
   (entries indexed before this stage).
-* :func:`structure_near`: the structural half of the ``near-duplicate`` relation: fine
-  similarity >= a calibrated threshold; without signatures it falls back to the op-histogram
-  check of earlier releases (:data:`NEAR_STRUCTURE`).
+* :func:`shapes_near`: the parameter shapes (``graph.metadata["param_shapes"]``, canonical
+  tokens of :mod:`nar_plugin.graph.params`) agree up to a task head: one model holds every
+  weight matrix of the other plus at most :data:`HEAD_MATRICES`, and at most
+  :data:`HEAD_VECTORS` vectors differ. A deep stem, a patch of 32 instead of 16, BatchNorm vs
+  none, 16 vs 19 layers all fail it; the same network from another library with another (or
+  no) classifier passes.
+* :func:`structure_check` / :func:`structure_near`: the structural half of the
+  ``near-duplicate`` relation: the parameter shapes when both descriptions record them; else
+  fine similarity >= a calibrated threshold; without signatures the op-histogram check of
+  earlier releases (:data:`NEAR_STRUCTURE`). ``structure_check`` also says which evidence
+  decided (the relation's cosine floor depends on it, :mod:`nar_plugin.search.relations`).
 * :func:`promote_first`: the rerank. Among the first :data:`SHORTLIST` hits in cosine order,
   the one with the highest fine similarity (ties: the higher cosine) goes first when that
   similarity is at least :data:`PROMOTE_MIN`; every other hit keeps its cosine order. Only one
@@ -41,6 +49,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FINE_VERSION",
+    "HEAD_MATRICES",
+    "HEAD_VECTORS",
     "NEAR_FINE",
     "NEAR_STRUCTURE",
     "PROMOTE_MIN",
@@ -50,6 +60,8 @@ __all__ = [
     "op_overlap",
     "promote_first",
     "promote_threshold",
+    "shapes_near",
+    "structure_check",
     "structure_near",
 ]
 
@@ -70,16 +82,29 @@ NEAR_FINE = 0.813
 #: Weighted Jaccard of two op histograms at or above which two graphs are "nearly equal": the
 #: check for descriptions without a fine signature (earlier releases).
 NEAR_STRUCTURE = 0.9
+#: Weight matrices one model may add to every matrix of the other and still be "the same
+#: network" (a classifier or a pooler; the side with fewer matrices must miss none). Chosen on
+#: the calibration half of the cross-library benchmark's families (docs/benchmarks.md).
+HEAD_MATRICES = 1
+#: Vectors (biases, norm scales) that may differ: a classifier's bias and a norm's two.
+HEAD_VECTORS = 3
 
 
 def fine_signature(graph: ArchGraph) -> dict[str, Any]:
-    """``{"v": FINE_VERSION, "nodes": {label: count}, "params": n}``: node labels with absolute
-    attributes, and the parameter count the extractor recorded (``graph.metadata["num_params"]``,
-    from shapes only; left out when unknown)."""
+    """``{"v": FINE_VERSION, "nodes": {label: count}, "params": n, "shapes": {token: count}}``:
+    node labels with absolute attributes, the parameter count and the canonical parameter shapes
+    the extractor recorded (``graph.metadata["num_params"]`` / ``["param_shapes"]``, from shapes
+    only; each left out when unknown); ``"folded": true`` when the vectors among the shapes are
+    not the module's (ONNX, BatchNorm folded into biases)."""
     sig: dict[str, Any] = {"v": FINE_VERSION, "nodes": dict(Counter(graph.label(i) for i in range(graph.num_nodes)))}
     params = graph.metadata.get("num_params")
     if isinstance(params, int) and not isinstance(params, bool) and params > 0:
         sig["params"] = params
+    shapes = graph.metadata.get("param_shapes")
+    if isinstance(shapes, Mapping) and shapes:
+        sig["shapes"] = dict(shapes)
+        if graph.metadata.get("param_vectors_folded"):
+            sig["folded"] = True
     return sig
 
 
@@ -91,11 +116,13 @@ def _weighted_jaccard(a: Mapping[str, Any], b: Mapping[str, Any]) -> float | Non
     return sum(min(int(a.get(t, 0)), int(b.get(t, 0))) for t in keys) / top
 
 
-def _nodes(desc: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+def _fine(desc: Mapping[str, Any] | None) -> Mapping[str, Any]:
     fine = (desc or {}).get("fine")
-    if not isinstance(fine, Mapping) or fine.get("v") != FINE_VERSION:
-        return None
-    nodes = fine.get("nodes")
+    return fine if isinstance(fine, Mapping) and fine.get("v") == FINE_VERSION else {}
+
+
+def _nodes(desc: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    nodes = _fine(desc).get("nodes")
     return nodes if isinstance(nodes, Mapping) and nodes else None
 
 
@@ -128,16 +155,42 @@ def op_overlap(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None) -> floa
     return _weighted_jaccard(qo, mo)
 
 
-def structure_near(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None,
-                   fine_min: float = NEAR_FINE) -> bool | None:
-    """Are two graphs nearly the same network? Fine similarity >= ``fine_min`` when both
-    descriptions carry a signature; else op histograms overlapping >= :data:`NEAR_STRUCTURE`
-    (earlier releases' check); ``None`` when neither can be computed (the cosine decides)."""
+def shapes_near(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None) -> bool | None:
+    """Do the parameter shapes of two descriptions agree up to a task head? One side holds
+    every weight matrix of the other plus at most :data:`HEAD_MATRICES`, and at most
+    :data:`HEAD_VECTORS` vectors differ (vectors are not compared when either side's were
+    folded, :func:`fine_signature`). ``None`` when either records no shapes."""
+    from nar_plugin.graph.params import shape_difference
+
+    qf, mf = _fine(q), _fine(m)
+    qs, ms = qf.get("shapes"), mf.get("shapes")
+    if not isinstance(qs, Mapping) or not isinstance(ms, Mapping) or not qs or not ms:
+        return None
+    (fewer, more), (_, vectors) = shape_difference(qs, ms, matrices_only=bool(qf.get("folded") or mf.get("folded")))
+    return fewer == 0 and more <= HEAD_MATRICES and vectors <= HEAD_VECTORS
+
+
+def structure_check(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None,
+                    fine_min: float = NEAR_FINE) -> tuple[bool | None, str]:
+    """Are two graphs nearly the same network, and on which evidence? ``(verdict, basis)``:
+    ``"shapes"`` (:func:`shapes_near`) when both descriptions record parameter shapes; else
+    ``"fine"``, fine similarity >= ``fine_min``; else ``"ops"``, op histograms overlapping >=
+    :data:`NEAR_STRUCTURE` (earlier releases' check); else ``(None, "none")`` (the cosine
+    decides)."""
+    shapes = shapes_near(q, m)
+    if shapes is not None:
+        return shapes, "shapes"
     fine = fine_similarity(q, m)
     if fine is not None:
-        return fine >= fine_min
+        return fine >= fine_min, "fine"
     overlap = op_overlap(q, m)
-    return None if overlap is None else overlap >= NEAR_STRUCTURE
+    return (None, "none") if overlap is None else (overlap >= NEAR_STRUCTURE, "ops")
+
+
+def structure_near(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None,
+                   fine_min: float = NEAR_FINE) -> bool | None:
+    """The verdict of :func:`structure_check` alone."""
+    return structure_check(q, m, fine_min)[0]
 
 
 def promote_first(fine: Sequence[float | None], shortlist: int = SHORTLIST,

@@ -25,6 +25,7 @@ from nar_plugin.extract.limits import (
 )
 from nar_plugin.extract.ops import EMPTY, Value, base_name, lower_op
 from nar_plugin.graph import ArchGraph, GraphBuilder
+from nar_plugin.graph.params import shape_tokens
 
 __all__ = ["graph_from_exported_program", "graph_from_pt2", "graph_from_model_json"]
 
@@ -95,8 +96,9 @@ def graph_from_exported_program(ep: Any, metadata: dict[str, Any] | None = None)
         elif node.op == "get_attr":
             env[node.name] = Value(EMPTY, None)
     params = set(sig.inputs_to_parameters)
-    counted = [_numel(_shape_of(n.meta.get("val"))) for n in ep.graph.nodes if n.op == "placeholder" and n.name in params]
-    meta = {"tracer": "export", "num_params": sum(counted), **(metadata or {})}
+    counted = [_shape_of(n.meta.get("val")) for n in ep.graph.nodes if n.op == "placeholder" and n.name in params]
+    meta = {"tracer": "export", "num_params": sum(_numel(s) for s in counted), "param_shapes": shape_tokens(counted),
+            **(metadata or {})}
     return b.build(meta)
 
 
@@ -214,7 +216,8 @@ def graph_from_model_json(model: dict[str, Any], metadata: dict[str, Any] | None
         for v in _flatten_values(_json_arg(o, env, shapes)):
             out_refs.append(v.ref)
     b.add_output(out_refs)
-    meta = {"tracer": "pt2", "num_params": sum(_numel(shapes.get(n)) for n in param_names), **(metadata or {})}
+    meta = {"tracer": "pt2", "num_params": sum(_numel(shapes.get(n)) for n in param_names),
+            "param_shapes": shape_tokens(shapes.get(n) for n in param_names), **(metadata or {})}
     return b.build(meta)
 
 

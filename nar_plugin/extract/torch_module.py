@@ -32,6 +32,7 @@ from nar_plugin.extract.meta import (
 )
 from nar_plugin.extract.ops import CANON, EMPTY, POSITIONAL, Value, base_name, lower_op
 from nar_plugin.graph import ArchGraph, GraphBuilder
+from nar_plugin.graph.params import shape_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -300,8 +301,9 @@ def graph_from_module(module: Any, example_inputs: Any = None, tracer: str = "au
             meta-device tracers fail on a module with real parameters (``"auto"`` / ``"export"``),
             it is traced with its own tensors (:mod:`~nar_plugin.extract.real`: ``export-real``,
             then ``eager-real``); ``metadata["tracer"]`` names the tracer that made the graph.
-        metadata: extra provenance stored on the graph (besides ``name``, ``tracer`` and
-            ``num_params``, the parameter count, read from shapes only).
+        metadata: extra provenance stored on the graph (besides ``name``, ``tracer``,
+            ``num_params``, the parameter count, and ``param_shapes``, the canonical parameter
+            shapes of :func:`~nar_plugin.graph.params.shape_tokens`; both read from shapes only).
         example_kwargs: keyword inputs (HF models), export path only.
 
     Raises:
@@ -309,7 +311,7 @@ def graph_from_module(module: Any, example_inputs: Any = None, tracer: str = "au
         GraphExtractionError: every tracer failed; ``attempts`` says why each did.
     """
     meta = {"name": type(module).__name__, "num_params": sum(int(t.numel()) for t in module.parameters()),
-            **(metadata or {})}
+            "param_shapes": shape_tokens(tuple(t.shape) for t in module.parameters()), **(metadata or {})}
     user_module, user_inputs = module, example_inputs
     real = not is_meta_module(module)
     if real and any(True for _ in module.parameters()):

@@ -29,8 +29,8 @@ from nar_plugin.search.relations import (
     Thresholds,
     at_least,
     load_thresholds,
+    near_duplicate_evidence,
     relation_for,
-    structurally_near,
 )
 from nar_plugin.search.results import DuplicateReport, Match, describe_graph
 
@@ -364,10 +364,9 @@ def find_similar(query: Any, k: int = 10, relation: str | None = None, where: An
     for item in resolvers.fold([h.entry for h in hits], lambda key: idx.get(key) is not None, q.exclude_keys):
         h = by_key[item.entry.key]
         link = links.get(h.key)
+        near, floor = near_duplicate_evidence(qdesc, h.entry.metadata.get("description"), th)
         rel = relation_for(h.score, q.graph_hash is not None and h.entry.graph_hash == q.graph_hash, th,
-                           weights=link.relation if link else None,
-                           near=structurally_near(qdesc, h.entry.metadata.get("description"),
-                                                  th.near_duplicate_fine))
+                           weights=link.relation if link else None, near=near, near_floor=floor)
         if rel not in allowed:
             continue
         meta = {**h.entry.metadata, **item.listings}

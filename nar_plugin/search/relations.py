@@ -5,10 +5,13 @@
 - ``fine-tuned-from``: one was fine-tuned from the other: its weights are strongly correlated
   with the other's (:mod:`nar_plugin.lineage`); which one is the parent is ``Match.lineage``;
 - ``same-architecture``: same ``graph_hash``, weights unrelated or unknown (a retrain);
-- ``near-duplicate``: cosine >= ``Thresholds.near_duplicate`` **and** the graphs are nearly the
-  same network (:func:`structurally_near`: fine similarity, node labels with absolute widths,
-  >= ``Thresholds.near_duplicate_fine``; resnet50 in two libraries, not resnet50 vs resnet101
-  or wide_resnet50_2; see :mod:`nar_plugin.evaluation.fine_structure`). Entries indexed
+- ``near-duplicate``: the graphs are the same network (resnet50 in two libraries, with any
+  classifier head; not resnet50 vs resnet101d or vgg16_bn) by the strongest evidence both
+  descriptions carry (:func:`near_duplicate_evidence`, :mod:`nar_plugin.evaluation.fine_structure`):
+  their parameter shapes agree up to a head and the cosine is at least
+  ``Thresholds.near_duplicate_shapes`` (``related`` unless calibrated otherwise); else (entries
+  indexed before parameter shapes were recorded) cosine >= ``Thresholds.near_duplicate`` and fine
+  similarity (node labels with absolute widths) >= ``Thresholds.near_duplicate_fine``; entries
   without a fine signature fall back to op counts within ``NEAR_STRUCTURE``;
 - ``related``: cosine >= ``Thresholds.related`` (calibrated as "same family");
 - ``unrelated``: anything else.
@@ -30,6 +33,7 @@ from nar_plugin.evaluation.fine_structure import (
     NEAR_FINE,
     NEAR_STRUCTURE,
     PROMOTE_MIN,
+    structure_check,
     structure_near,
 )
 from nar_plugin.model.weights import WEIGHTS_DIR
@@ -45,6 +49,7 @@ __all__ = [
     "Thresholds",
     "at_least",
     "load_thresholds",
+    "near_duplicate_evidence",
     "normalize_relation",
     "relation_for",
     "structurally_near",
@@ -70,6 +75,8 @@ class Thresholds:
         source: where the values come from (``defaults`` or the calibration file's name).
         near_duplicate_fine: least fine similarity of a near-duplicate (:func:`structurally_near`).
         promote_fine: least fine similarity of the shortlisted hit ``find_similar`` moves first.
+        near_duplicate_shapes: least cosine of a near-duplicate whose parameter shapes agree
+            (:func:`~nar_plugin.evaluation.fine_structure.shapes_near`); ``None``: ``related``.
     """
 
     near_duplicate: float = 0.95
@@ -77,6 +84,12 @@ class Thresholds:
     source: str = "defaults"
     near_duplicate_fine: float = NEAR_FINE
     promote_fine: float = PROMOTE_MIN
+    near_duplicate_shapes: float | None = None
+
+    @property
+    def shapes_floor(self) -> float:
+        """The cosine a near-duplicate by parameter shapes needs."""
+        return self.related if self.near_duplicate_shapes is None else self.near_duplicate_shapes
 
 
 def load_thresholds(path: str | Path | None = None) -> Thresholds:
@@ -99,7 +112,9 @@ def load_thresholds(path: str | Path | None = None) -> Thresholds:
         return Thresholds()
     return Thresholds(float(data["near_duplicate"]), float(data["related"]), source=str(p.name),
                       near_duplicate_fine=float(data.get("near_duplicate_fine", NEAR_FINE)),
-                      promote_fine=float(data.get("promote_fine", PROMOTE_MIN)))
+                      promote_fine=float(data.get("promote_fine", PROMOTE_MIN)),
+                      near_duplicate_shapes=(float(data["near_duplicate_shapes"])
+                                             if data.get("near_duplicate_shapes") is not None else None))
 
 
 def normalize_relation(name: str) -> str:
@@ -116,16 +131,29 @@ def normalize_relation(name: str) -> str:
 structurally_near = structure_near
 
 
+def near_duplicate_evidence(q: dict[str, Any] | None, m: dict[str, Any] | None,
+                            th: Thresholds) -> tuple[bool | None, float]:
+    """``(near, floor)`` for two descriptions: the structural verdict
+    (:func:`~nar_plugin.evaluation.fine_structure.structure_check`; ``None``: no evidence) and the
+    cosine a near-duplicate needs on that evidence: ``th.shapes_floor`` when parameter shapes
+    decided (exact evidence), ``th.near_duplicate`` otherwise. Pass both to :func:`relation_for`."""
+    near, basis = structure_check(q, m, th.near_duplicate_fine)
+    return near, (th.shapes_floor if basis == "shapes" else th.near_duplicate)
+
+
 def relation_for(score: float, same_hash: bool, th: Thresholds, *, weights: str | None = None,
-                 near: bool | None = None) -> str:
+                 near: bool | None = None, near_floor: float | None = None) -> str:
     """The relation implied by a cosine ``score`` (larger = closer), hash equality, the weight
     relation (``same-weights`` / ``fine-tuned-from`` / ``None``) and the structural check
-    (``near``: :func:`structurally_near`; ``None``: not made, the cosine decides)."""
+    (``near``: :func:`structurally_near`; ``None``: not made, the cosine decides; ``near_floor``:
+    the cosine a near-duplicate needs, ``th.near_duplicate`` when ``None``; both from
+    :func:`near_duplicate_evidence`)."""
     if weights in WEIGHT_RELATIONS:
         return weights
     if same_hash:
         return "same-architecture"
-    if score >= th.near_duplicate and near is not False:
+    floor = th.near_duplicate if near_floor is None else near_floor
+    if score >= floor and near is not False:
         return "near-duplicate"
     if score >= th.related:
         return "related"

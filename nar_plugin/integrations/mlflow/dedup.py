@@ -73,8 +73,8 @@ def classify_version(index: Any, name: str, vector: Any, graph_hash: str | None,
     ``server`` in ``index`` (see the module docstring)."""
     from nar_plugin.search.relations import (
         load_thresholds,
+        near_duplicate_evidence,
         relation_for,
-        structurally_near,
     )
     from nar_plugin.search.weights import WeightLink, weight_links
 
@@ -104,9 +104,9 @@ def classify_version(index: Any, name: str, vector: Any, graph_hash: str | None,
     relations: dict[str, tuple[str, float]] = {}
     for h in hits:
         link = links.get(h.key)
-        near = structurally_near(description, h.entry.metadata.get("description"), th.near_duplicate_fine)
+        near, floor = near_duplicate_evidence(description, h.entry.metadata.get("description"), th)
         rel = relation_for(h.score, graph_hash is not None and h.entry.graph_hash == graph_hash, th,
-                           weights=link.relation if link else None, near=near)
+                           weights=link.relation if link else None, near=near, near_floor=floor)
         relations[h.key] = (rel, float(h.score))
     for key, link in links.items():
         relations.setdefault(key, (link.relation, 1.0))
@@ -157,13 +157,15 @@ class DedupCluster:
 
 
 def _near_duplicate_groups(idx: Any, groups: list[list[Any]], th: Any, scope: Any) -> list[list[int]]:
-    """Connected components of "cosine >= ``th.near_duplicate`` and structurally near (fine
-    similarity >= ``th.near_duplicate_fine``)" among ``groups`` (of
-    same-architecture versions): each group's first version asks the index for its nearest
-    versions (FAISS k-NN, widening k while the farthest hit is above the threshold)."""
-    from nar_plugin.search.relations import structurally_near
+    """Connected components of the ``near-duplicate`` relation
+    (:func:`~nar_plugin.search.relations.near_duplicate_evidence`: parameter shapes agreeing up to
+    a head at cosine >= ``th.shapes_floor``, else fine similarity at cosine >= ``th.near_duplicate``)
+    among ``groups`` (of same-architecture versions): each group's first version asks the index
+    for its nearest versions (FAISS k-NN, widening k while the farthest hit is above the lower
+    floor)."""
+    from nar_plugin.search.relations import near_duplicate_evidence
 
-    threshold = th.near_duplicate
+    threshold = min(th.near_duplicate, th.shapes_floor)
     pos = {e.key: i for i, group in enumerate(groups) for e in group}
     uf = UnionFind(range(len(groups)))
     for i, group in enumerate(groups):
@@ -176,8 +178,11 @@ def _near_duplicate_groups(idx: Any, groups: list[list[Any]], th: Any, scope: An
             k *= 4
         for h in hits:
             j = pos.get(h.key)
-            if (j is not None and h.score >= threshold and structurally_near(
-                    rep.metadata.get("description"), h.entry.metadata.get("description"), th.near_duplicate_fine) is not False):
+            if j is None:
+                continue
+            near, floor = near_duplicate_evidence(rep.metadata.get("description"),
+                                                  h.entry.metadata.get("description"), th)
+            if h.score >= floor and near is not False:
                 uf.union(i, j)
     comps: dict[Any, list[int]] = {}
     for i in range(len(groups)):
