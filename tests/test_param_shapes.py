@@ -148,3 +148,15 @@ def test_mlflow_description_tag_stays_parsable_when_large() -> None:
     assert len(text) <= MAX_DESCRIPTION_CHARS
     back = decode_description(text)
     assert back["fine"] == {"v": 1, "nodes": {"conv|3,1,0,3,7": 3}, "params": 10} and back["ops"] == {"conv": 3}
+
+
+def test_explanation_names_the_parameters_one_side_lacks(sig: dict) -> None:
+    from nar_plugin.search.results import explain
+
+    base = {"ops": {"conv": 1}, "motifs": {}}
+    head = explain({**base, **sig["torchvision:resnet50"]}, {**base, **sig["transformers:resnet/default"]}, False)
+    assert head.param_diff == ({"2048x1000": 1, "v1000": 1}, {})
+    assert str(head).endswith("parameters only in the query: 1 weight matrix (2048x1000), 1 vector; only in the match: nothing")
+    bn = explain({**base, **sig["torchvision:vgg16"]}, {**base, **sig["torchvision:vgg16_bn"]}, False)
+    assert str(bn).endswith("only in the match: 26 vectors")
+    assert explain(base, base, False).param_diff is None  # descriptions without shapes say nothing

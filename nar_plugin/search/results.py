@@ -48,12 +48,15 @@ class Explanation:
         motif_overlap: weighted Jaccard of the motif histograms, in [0, 1].
         op_diff: op -> (count in query, count in match), only where they differ.
         same_hash: the two graphs are identical architectures.
+        param_diff: the parameter shapes only one side holds, ``(query's, match's)`` canonical
+            tokens (:mod:`nar_plugin.graph.params`); ``None`` when either description lacks them.
     """
 
     shared_motifs: dict[str, tuple[int, int]]
     motif_overlap: float
     op_diff: dict[str, tuple[int, int]]
     same_hash: bool
+    param_diff: tuple[dict[str, int], dict[str, int]] | None = None
 
     def __str__(self) -> str:
         if self.same_hash:
@@ -64,7 +67,24 @@ class Explanation:
             parts.append("ops differ: " + ", ".join(f"{op} {a}->{b}" for op, (a, b) in diffs))
         else:
             parts.append("same op counts")
+        if self.param_diff is not None:
+            parts.append(_param_text(*self.param_diff))
         return "; ".join(parts)
+
+
+def _param_text(only_q: Mapping[str, int], only_m: Mapping[str, int]) -> str:
+    """``parameters: ...``: which weight matrices / vectors one side has and the other lacks."""
+    def side(d: Mapping[str, int]) -> str:
+        mats = sorted((t for t in d if not t.startswith("v")), key=lambda t: -d[t])
+        nvec = sum(n for t, n in d.items() if t.startswith("v"))
+        nmat = sum(d[t] for t in mats)
+        shown = ", ".join(mats[:3]) + (", ..." if len(mats) > 3 else "")
+        out = [f"{nmat} weight {'matrix' if nmat == 1 else 'matrices'} ({shown})"] if nmat else []
+        out += [f"{nvec} {'vector' if nvec == 1 else 'vectors'}"] if nvec else []
+        return ", ".join(out) or "nothing"
+    if not only_q and not only_m:
+        return "same parameter shapes"
+    return f"parameters only in the query: {side(only_q)}; only in the match: {side(only_m)}"
 
 
 def explain(q: Mapping[str, Any], m: Mapping[str, Any], same_hash: bool) -> Explanation:
@@ -75,7 +95,12 @@ def explain(q: Mapping[str, Any], m: Mapping[str, Any], same_hash: bool) -> Expl
     union = sum((qm | mm).values())
     qo, mo = Counter(q.get("ops") or {}), Counter(m.get("ops") or {})
     diff = {op: (qo[op], mo[op]) for op in sorted(set(qo) | set(mo)) if qo[op] != mo[op]}
-    return Explanation(shared, inter / union if union else 0.0, diff, same_hash)
+    qs, ms = ((d.get("fine") or {}).get("shapes") for d in (q, m))
+    params = None
+    if isinstance(qs, Mapping) and isinstance(ms, Mapping) and qs and ms:
+        cq, cm = Counter(qs), Counter(ms)
+        params = (dict(cq - cm), dict(cm - cq))
+    return Explanation(shared, inter / union if union else 0.0, diff, same_hash, params)
 
 
 @dataclass(frozen=True)
