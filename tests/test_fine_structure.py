@@ -103,7 +103,8 @@ def test_rerank_puts_the_same_network_first(tmp_path: Path, desc: dict) -> None:
     assert matches[0].score == pytest.approx(0.97, abs=1e-4)  # the score stays the cosine
     # the moved hit says why it is listed above closer cosines; the others are not marked
     assert [m.promoted for m in matches] == [True, False, False]
-    assert matches[0].why().startswith("structurally closest of the shortlist (fine similarity 1.00), listed first")
+    assert matches[0].why().startswith("structurally closest of the shortlist (fine similarity 1.00, parameter shapes "
+                                       "equal up to a head), listed first")
     assert matches[0].to_dict()["promoted"] is True and "listed first" not in matches[1].why()
 
 

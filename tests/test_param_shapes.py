@@ -160,3 +160,18 @@ def test_explanation_names_the_parameters_one_side_lacks(sig: dict) -> None:
     bn = explain({**base, **sig["torchvision:vgg16"]}, {**base, **sig["torchvision:vgg16_bn"]}, False)
     assert str(bn).endswith("only in the match: 26 vectors")
     assert explain(base, base, False).param_diff is None  # descriptions without shapes say nothing
+
+
+def test_the_same_parameters_go_first_in_the_rerank() -> None:
+    """torchvision's swin_t: timm's swin_base has the closer cosine, neither reaches the fine
+    threshold by its node labels, swin_tiny has the same parameters: it is moved first."""
+    from nar_plugin.corpus.crosslib import load_cross_library
+    from nar_plugin.evaluation.fine_structure import fine_similarity, promote_first, promote_score
+
+    keys = ("torchvision:swin_t", "timm:swin_base_patch4_window7_224", "timm:swin_tiny_patch4_window7_224")
+    s = {it.key: {"fine": fine_signature(it.graph)} for it in load_cross_library() if it.key in keys}
+    q, hits = s[keys[0]], [s[keys[1]], s[keys[2]]]  # in cosine order
+    assert all(fine_similarity(q, h) < 0.6 for h in hits)
+    assert promote_first([fine_similarity(q, h) for h in hits], min_similarity=0.6) is None
+    assert promote_first([promote_score(q, h) for h in hits], min_similarity=0.6) == 1
+    assert promote_score(q, {"fine": {}}) is None

@@ -213,7 +213,8 @@ def fine_rerank_scores(emb: np.ndarray, descriptions: Sequence[Mapping[str, Any]
     """``(N, N)`` scores ranking as :func:`~nar_plugin.search.api.find_similar` does.
 
     Row ``q`` (for each query) is the cosine (rounded to ``decimals``), except that the gallery
-    item :func:`~nar_plugin.evaluation.fine_structure.promote_first` picks among the query's
+    item :func:`~nar_plugin.evaluation.fine_structure.promote_first` picks (by
+    :func:`~nar_plugin.evaluation.fine_structure.promote_score`) among the query's
     first ``SHORTLIST`` gallery items (cosine order, the query itself left out) gets
     ``cosine + 2``: it ranks first, the rest keep their order. Rows of non-queries are plain
     cosines.
@@ -229,8 +230,8 @@ def fine_rerank_scores(emb: np.ndarray, descriptions: Sequence[Mapping[str, Any]
     """
     from nar_plugin.evaluation.fine_structure import (
         SHORTLIST,
-        fine_similarity,
         promote_first,
+        promote_score,
         promote_threshold,
     )
 
@@ -243,7 +244,7 @@ def fine_rerank_scores(emb: np.ndarray, descriptions: Sequence[Mapping[str, Any]
     for q in np.asarray(queries, dtype=np.int64):
         cand = g[g != q]
         short = cand[np.argsort(-scores[q, cand], kind="stable")[:SHORTLIST]]
-        pos = promote_first([fine_similarity(descriptions[q], descriptions[j]) for j in short], min_similarity=least)
+        pos = promote_first([promote_score(descriptions[q], descriptions[j]) for j in short], min_similarity=least)
         if pos is not None:
             scores[q, short[pos]] += 2.0
     return scores

@@ -26,9 +26,12 @@ absolute structure *after* the embedding shortlist:
   earlier releases (:data:`NEAR_STRUCTURE`). ``structure_check`` also says which evidence
   decided (the relation's cosine floor depends on it, :mod:`nar_plugin.search.relations`).
 * :func:`promote_first`: the rerank. Among the first :data:`SHORTLIST` hits in cosine order,
-  the one with the highest fine similarity (ties: the higher cosine) goes first when that
-  similarity is at least :data:`PROMOTE_MIN`; every other hit keeps its cosine order. Only one
+  the one with the highest :func:`promote_score` (ties: the higher cosine) goes first when
+  that score is at least :data:`PROMOTE_MIN`; every other hit keeps its cosine order. Only one
   hit moves, so family retrieval is barely touched (a cross-family jump costs one slot).
+  :func:`promote_score` is the fine similarity, plus 1 when the parameter shapes agree up to
+  a head (:func:`shapes_near`): the same network by its parameters goes before any hit that
+  only shares node labels (torchvision's swin_t: timm's swin_tiny, not swin_base).
 
 Used by :func:`nar_plugin.search.api.find_similar` and by the NAR method of the cross-library
 benchmark (:mod:`nar_plugin.evaluation.cross_library`) and its calibration
@@ -59,6 +62,7 @@ __all__ = [
     "fine_similarity",
     "op_overlap",
     "promote_first",
+    "promote_score",
     "promote_threshold",
     "shapes_near",
     "structure_check",
@@ -193,10 +197,20 @@ def structure_near(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None,
     return structure_check(q, m, fine_min)[0]
 
 
+def promote_score(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None) -> float | None:
+    """What :func:`promote_first` ranks a shortlisted hit by: its fine similarity, plus 1 when
+    the parameter shapes of the two agree up to a head (:func:`shapes_near`); ``None`` when
+    either description has no fine signature."""
+    fine = fine_similarity(q, m)
+    if fine is None:
+        return None
+    return fine + (1.0 if shapes_near(q, m) else 0.0)
+
+
 def promote_first(fine: Sequence[float | None], shortlist: int = SHORTLIST,
                   min_similarity: float = PROMOTE_MIN) -> int | None:
-    """Which hit to move first: ``fine`` are the fine similarities of hits in decreasing cosine
-    order (``None``: unknown). Returns the position (< ``shortlist``) of the highest similarity,
+    """Which hit to move first: ``fine`` are the scores (:func:`promote_score`) of hits in
+    decreasing cosine order (``None``: unknown). Returns the position (< ``shortlist``) of the highest similarity,
     the earliest among ties, when it is >= ``min_similarity``; else ``None`` (keep the order)."""
     best, pos = None, None
     for i, s in enumerate(fine[:shortlist]):

@@ -147,7 +147,11 @@ class Match:
         """One line: the relation's evidence (weights first, then the architecture)."""
         arch = str(self.explain())
         if self.promoted and self.fine is not None:
-            arch = f"structurally closest of the shortlist (fine similarity {self.fine:.2f}), listed first; {arch}"
+            from nar_plugin.evaluation.fine_structure import shapes_near
+
+            same = shapes_near(self._query.get("description"), self.metadata.get("description"))
+            evidence = f"fine similarity {self.fine:.2f}" + (", parameter shapes equal up to a head" if same else "")
+            arch = f"structurally closest of the shortlist ({evidence}), listed first; {arch}"
         if self.weights is None:
             return arch
         side = {"parent": "the match is the parent", "child": "the match was fine-tuned from the query"}
