@@ -160,3 +160,28 @@ def test_nas_cap_keeps_whole_families_under_the_fraction() -> None:
     assert len(select_items(_entries(), 3000, 40, seed=0)) == 240  # no cap by default
     only_nas = [e for e in _entries() if e.source == "nas"]
     assert len(select_items(only_nas, 3000, 40, seed=0, nas_fraction=0.2)) == 200  # nothing to balance
+
+
+def test_sketch_version_2_writes_relu6_as_relu_and_version_1_is_kept() -> None:
+    """The same MobileNet-style block with ReLU (pytorchcv) and ReLU6 (timm, transformers): one
+    sketch in version 2; version 1 (weights shipped before it) still tells them apart, and an
+    encoder config records which one it embeds with."""
+    def block(act: type[nn.Module]) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), act(),
+                             nn.Conv2d(16, 16, 3, 1, 1, groups=16), nn.BatchNorm2d(16), act(),
+                             nn.Conv2d(16, 32, 1), nn.BatchNorm2d(32), act())
+
+    x = (torch.randn(1, 3, 32, 32),)
+    relu, relu6 = extract_graph(block(nn.ReLU), example_inputs=x), extract_graph(block(nn.ReLU6), example_inputs=x)
+    assert relu.op_histogram()["relu"] == 3 and relu6.op_histogram()["relu6"] == 3
+    np.testing.assert_allclose(structural_sketch(relu, 64, 2), structural_sketch(relu6, 64, 2))
+    assert float(structural_sketch(relu, 64, 1) @ structural_sketch(relu6, 64, 1)) < 0.5
+    with pytest.raises(ValueError, match="sketch version"):
+        structural_sketch(relu, 64, 99)
+    legacy = EncoderConfig.from_dict({k: v for k, v in EncoderConfig(sketch_dim=64, sketch_weight=0.8).to_dict().items()
+                                      if k != "sketch_version"})
+    assert legacy.sketch_version == 1  # weights written before the field: version 1, same hash
+    assert config_hash(legacy) == config_hash(EncoderConfig(sketch_dim=64, sketch_weight=0.8, sketch_version=1))
+    assert config_hash(legacy) != config_hash(EncoderConfig(sketch_dim=64, sketch_weight=0.8, sketch_version=2))
+    with pytest.raises(ValueError, match="sketch_version"):
+        EncoderConfig(sketch_version=7)

@@ -95,6 +95,9 @@ class EncoderConfig:
             weighted by ``sqrt(1 - sketch_weight)`` and ``sqrt(sketch_weight)``, so that the
             cosine of two embeddings is ``(1 - w) * cos_learned + w * cos_sketch``.
         sketch_weight: ``w`` above.
+        sketch_version: which token definition the sketch uses
+            (:data:`~nar_plugin.model.sketch.SKETCH_VERSIONS`; 1 for weights written before the
+            field existed, so an index keeps comparing like with like).
     """
 
     hidden: int = 64
@@ -114,6 +117,7 @@ class EncoderConfig:
     relative_widths: bool = False
     sketch_dim: int = 0
     sketch_weight: float = 0.0
+    sketch_version: int = 1
 
     @property
     def embedding_dim(self) -> int:
@@ -135,6 +139,10 @@ class EncoderConfig:
                              f"found {self.sketch_dim}, {self.sketch_weight}")
         if self.sketch_weight and not self.sketch_dim:
             raise ValueError("sketch_weight needs sketch_dim > 0")
+        from nar_plugin.model.sketch import SKETCH_VERSIONS
+
+        if self.sketch_version not in SKETCH_VERSIONS:
+            raise ValueError(f"sketch_version must be one of {SKETCH_VERSIONS}, found {self.sketch_version}")
         if self.steps < 0 or self.context_hops < 1 or self.context_layers < 1 or self.num_classes < 0:
             raise ValueError("steps must be >= 0, context_hops and context_layers >= 1, "
                              f"num_classes >= 0; found {self}")
@@ -157,7 +165,8 @@ class EncoderConfig:
 
 #: Fields added after the first shipped weights, with the value that reproduces those weights'
 #: behaviour: a weights JSON without them loads as before, and its config hash is unchanged.
-_ADDED_LATER: dict[str, Any] = {"relative_widths": False, "sketch_dim": 0, "sketch_weight": 0.0}
+_ADDED_LATER: dict[str, Any] = {"relative_widths": False, "sketch_dim": 0, "sketch_weight": 0.0,
+                                "sketch_version": 1}
 
 
 def config_hash(config: EncoderConfig) -> str:

@@ -170,7 +170,7 @@ def embed_many(
             graphs.append(g)
             prepared.append(prepare(g, steps=cfg.steps, max_size=cfg.max_size, min_count=cfg.min_count))
         learned = embed_prepared(enc.model, prepared, batch_size=len(prepared))
-        out.append(compose(learned, graphs, cfg.sketch_dim, cfg.sketch_weight))
+        out.append(compose(learned, graphs, cfg.sketch_dim, cfg.sketch_weight, cfg.sketch_version))
     if not out:
         return np.zeros((0, cfg.embedding_dim), dtype=np.float32)
     emb = np.concatenate(out).astype(np.float32, copy=False)

@@ -17,6 +17,11 @@ The sketch is two bags of tokens, hashed into ``dim / 2`` buckets each:
   convolution/pool tokens *without* the width change: the local wiring (conv -> bn -> relu,
   attention -> add) that a histogram of nodes cannot see.
 
+Version 2 (issue 16, session 4) writes ``relu6`` as ``relu``: libraries swap the two in one
+network (pytorchcv's MobileNet v1 uses ReLU where timm and transformers use ReLU6, and every
+edge token differed: sketch cosine 0.28 for the same network). A config's ``sketch_version``
+picks the definition, so weights shipped with version 1 keep embedding as they did.
+
 Each bag is counted, divided by its total (graph size does not matter), square-rooted (a
 Hellinger-style damping: frequent glue ops do not drown rare, telling ones) and hashed with
 BLAKE2b (stable across processes and platforms, unlike Python's ``hash``). Measured on the
@@ -37,21 +42,28 @@ import numpy as np
 
 from nar_plugin.graph import ArchGraph
 
-__all__ = ["SKETCH_VERSION", "compose", "node_tokens", "structural_sketch"]
+__all__ = ["SKETCH_VERSION", "SKETCH_VERSIONS", "compose", "node_tokens", "structural_sketch"]
 
-#: Bump when the tokens or the hashing change (the encoder config hash records the sketch's
-#: dimension and weight; this records its definition).
-SKETCH_VERSION = 1
+#: The token definition new encoders use. Add a version (never change one) when the tokens or the
+#: hashing change: the encoder config records it (``sketch_version``) and its hash, so the
+#: version string of every embedding says which sketch made it.
+SKETCH_VERSION = 2
+#: Definitions this release can compute.
+SKETCH_VERSIONS = (1, 2)
+#: Ops a version writes as another (2: ReLU6 is a ReLU).
+_ALIASES: dict[int, dict[str, str]] = {1: {}, 2: {"relu6": "relu"}}
 
 _CONVS = frozenset({"conv", "conv_transpose"})
 _POOLS = frozenset({"max_pool", "avg_pool"})
 
 
-def node_tokens(graph: ArchGraph, widths: bool = True) -> list[str]:
+def node_tokens(graph: ArchGraph, widths: bool = True, version: int = SKETCH_VERSION) -> list[str]:
     """One token per node (see the module docstring); ``widths=False`` leaves out the width
-    change (the edge bag's tokens)."""
+    change (the edge bag's tokens); ``version``: the token definition."""
+    alias = _ALIASES[version]
     out = []
     for op, (k, s, g, wi, wo) in zip(graph.ops, graph.attrs):
+        op = alias.get(op, op)
         delta = f"/d{wo - wi}" if widths and wi and wo else ("/d?" if widths else "")
         if op in _CONVS:
             out.append(f"{op}/k{k}/s{s}/g{g}{delta}")
@@ -80,24 +92,28 @@ def _hashed_bag(counts: Counter[str], buckets: int) -> np.ndarray:
     return vec / norm if norm > 0 else vec
 
 
-def structural_sketch(graph: ArchGraph, dim: int) -> np.ndarray:
-    """The sketch of one graph: float64 ``(dim,)``, unit norm (zeros for an empty graph).
+def structural_sketch(graph: ArchGraph, dim: int, version: int = SKETCH_VERSION) -> np.ndarray:
+    """The sketch of one graph: float64 ``(dim,)``, unit norm (zeros for an empty graph);
+    ``version``: the token definition (:data:`SKETCH_VERSIONS`).
 
     Raises:
-        ValueError: ``dim`` is not a positive even number.
+        ValueError: ``dim`` is not a positive even number, or ``version`` is unknown.
     """
+    if version not in _ALIASES:
+        raise ValueError(f"sketch version must be one of {SKETCH_VERSIONS}, found {version}")
     if dim <= 0 or dim % 2:
         raise ValueError(f"sketch dim must be a positive even number, found {dim}")
     half = dim // 2
-    nodes = Counter(node_tokens(graph))
-    plain = node_tokens(graph, widths=False)
+    nodes = Counter(node_tokens(graph, version=version))
+    plain = node_tokens(graph, widths=False, version=version)
     edges = Counter(f"{plain[a]}>{plain[b]}" for a, b in graph.edges)
     vec = np.concatenate([_hashed_bag(nodes, half), _hashed_bag(edges, half)])
     norm = np.linalg.norm(vec)
     return vec / norm if norm > 0 else vec
 
 
-def compose(learned: np.ndarray, graphs: Sequence[ArchGraph], sketch_dim: int, sketch_weight: float) -> np.ndarray:
+def compose(learned: np.ndarray, graphs: Sequence[ArchGraph], sketch_dim: int, sketch_weight: float,
+            sketch_version: int = 1) -> np.ndarray:
     """The shipped embedding: ``[sqrt(1 - w) * learned, sqrt(w) * sketch]``, rows unit norm.
 
     Args:
@@ -105,6 +121,7 @@ def compose(learned: np.ndarray, graphs: Sequence[ArchGraph], sketch_dim: int, s
         graphs: the ``N`` graphs they were computed from.
         sketch_dim: sketch width (0: ``learned`` is returned unchanged).
         sketch_weight: ``w``.
+        sketch_version: the sketch's token definition (the encoder config's; 1 when absent).
 
     Returns:
         ``(N, out_dim + sketch_dim)`` float32.
@@ -114,7 +131,7 @@ def compose(learned: np.ndarray, graphs: Sequence[ArchGraph], sketch_dim: int, s
         return learned.astype(np.float32)
     if len(graphs) != learned.shape[0]:
         raise ValueError(f"{learned.shape[0]} embeddings for {len(graphs)} graphs")
-    sk = np.stack([structural_sketch(g, sketch_dim) for g in graphs]) if len(graphs) else \
+    sk = np.stack([structural_sketch(g, sketch_dim, sketch_version) for g in graphs]) if len(graphs) else \
         np.zeros((0, sketch_dim))
     out = np.hstack([np.sqrt(1.0 - sketch_weight) * learned, np.sqrt(sketch_weight) * sk])
     norm = np.linalg.norm(out, axis=1, keepdims=True)

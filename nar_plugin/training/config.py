@@ -48,7 +48,7 @@ class TrainConfig:
             CPU: the sparse products are memory bound); ``None`` keeps torch's setting.
         sources: corpus sources to load (``None``: all).
         out_dim: width of the learned part of the embedding.
-        relative_widths, sketch_dim, sketch_weight: see
+        relative_widths, sketch_dim, sketch_weight, sketch_version: see
             :class:`~nar_plugin.model.encoder.EncoderConfig` (the shipped embedding is
             ``out_dim + sketch_dim`` wide).
         nas_fraction: at most this fraction of the selected items come from the NAS sources
@@ -94,6 +94,7 @@ class TrainConfig:
     relative_widths: bool = True
     sketch_dim: int = 64
     sketch_weight: float = 0.8
+    sketch_version: int = 2
     nas_fraction: float = 0.2
 
     def __post_init__(self) -> None:
@@ -113,4 +114,4 @@ class TrainConfig:
                              motif_layers=self.motif_layers, macro_layers=self.macro_layers,
                              node_layers=self.node_layers, conv=self.conv, out_dim=self.out_dim,
                              relative_widths=self.relative_widths, sketch_dim=self.sketch_dim,
-                             sketch_weight=self.sketch_weight)
+                             sketch_weight=self.sketch_weight, sketch_version=self.sketch_version)

@@ -231,7 +231,8 @@ def _composed_metrics(model: NAREncoder, run: _Run, learned: np.ndarray) -> dict
     from nar_plugin.model.sketch import compose
 
     cfg = model.config
-    emb = compose(learned, [run.items[int(i)].graph for i in run.split.test], cfg.sketch_dim, cfg.sketch_weight)
+    emb = compose(learned, [run.items[int(i)].graph for i in run.split.test], cfg.sketch_dim, cfg.sketch_weight,
+                  cfg.sketch_version)
     return evaluate_split(emb, run.labels, run.split)
 
 
