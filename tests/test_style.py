@@ -85,7 +85,7 @@ def test_nar_tells_wiring_apart_where_op_counts_cannot(wiring) -> None:
 @pytest.mark.xfail(strict=True, reason=(
     "issue 16 (floor not yet shipped): with BatchNorm folded into convs (issue 14) ResNet v1 and v2 "
     "no longer share an op histogram, and the histogram scores 0.758 MAP@10 on this fixture; the "
-    "encoder retrained on the folded IR scores 0.697 (IR v3 + hybrid embedding nar-v1.m1-8479d5b0715c-28f09272: histogram 0.940, shipped 0.854, sketch alone 0.807: the histogram sees ResNet v1 vs v2 from the batch_norm counts, the sketch confuses pre-norm-library / parallel-mha). Remove this mark when the shipped embedding "
+    "encoder retrained on the folded IR scores 0.697 (IR v3 + hybrid embedding nar-v1.m1-9143f39160d2-28f09272: histogram 0.940, shipped 0.854, sketch alone 0.807: the histogram sees ResNet v1 vs v2 from the batch_norm counts, the sketch confuses pre-norm-library / parallel-mha). Remove this mark when the shipped embedding "
     "is at least the histogram + 0.1 here"))
 def test_nar_beats_the_op_histogram_on_the_wiring_fixture(wiring) -> None:
     from nar_plugin.evaluation.baselines import histogram_embed

@@ -295,8 +295,8 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
         FINE_VERSION,
         fine_signature,
     )
+    from nar_plugin.evaluation.fine_structure import near_evidence
     from nar_plugin.model.inference import embed_many, load_encoder
-    from nar_plugin.search.relations import Thresholds, near_duplicate_evidence
 
     items = load_cross_library(root)
     enc = load_encoder(weights, reload=True)
@@ -339,14 +339,14 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
                 "promote_map10_calibration": round(cal_scores[best][1], 4),
                 "promote_top1_held_out": round(held_top1, 4), "promote_map10_held_out": round(held_map, 4),
                 "cosine_top1_held_out": round(held_top1_0, 4), "cosine_map10_held_out": round(held_map_0, 4)})
-    th = Thresholds(out["near_duplicate"], out["related"], near_duplicate_fine=out["near_duplicate_fine"],
-                    near_duplicate_shapes=out["near_duplicate_shapes"])
+    floors = {"cosine_floor": out["near_duplicate"], "shapes_floor": out["near_duplicate_shapes"],
+              "fine_min": out["near_duplicate_fine"]}
 
     def decided(descs: Sequence[dict[str, Any]], pairs: dict[str, np.ndarray]) -> np.ndarray:
-        # the product's decision, pair by pair (relation_for with near_duplicate_evidence)
+        # the product's decision, pair by pair (relation_for with search.relations.near_duplicate_evidence)
         sel = np.zeros(len(pairs["scores"]), dtype=bool)
-        for i in np.flatnonzero(pairs["scores"] >= min(th.near_duplicate, th.shapes_floor)):
-            near, floor = near_duplicate_evidence(descs[pairs["a"][i]], descs[pairs["b"][i]], th)
+        for i in np.flatnonzero(pairs["scores"] >= min(floors["cosine_floor"], floors["shapes_floor"])):
+            near, floor = near_evidence(descs[pairs["a"][i]], descs[pairs["b"][i]], **floors)
             sel[i] = bool(pairs["scores"][i] >= floor and near is not False)
         return sel
 

@@ -16,8 +16,10 @@ absolute structure *after* the embedding shortlist:
   (entries indexed before this stage).
 * :func:`shapes_near`: the parameter shapes (``graph.metadata["param_shapes"]``, canonical
   tokens of :mod:`nar_plugin.graph.params`) agree up to a task head: one model holds every
-  weight matrix of the other plus at most :data:`HEAD_MATRICES`, and at most
-  :data:`HEAD_VECTORS` vectors differ. A deep stem, a patch of 32 instead of 16, BatchNorm vs
+  weight matrix of the other plus at most :data:`HEAD_MATRICES`, or each holds one matrix the
+  other lacks and their node labels are equal once each side's output-side layer is set aside
+  (a classifier for 10 classes instead of 1000); and at most :data:`HEAD_VECTORS` vectors
+  differ. A deep stem, a patch of 32 instead of 16, BatchNorm vs
   none, 16 vs 19 layers all fail it; the same network from another library with another (or
   no) classifier passes.
 * :func:`structure_check` / :func:`structure_near`: the structural half of the
@@ -60,6 +62,7 @@ __all__ = [
     "SHORTLIST",
     "fine_signature",
     "fine_similarity",
+    "near_evidence",
     "op_overlap",
     "promote_first",
     "promote_score",
@@ -95,11 +98,12 @@ HEAD_VECTORS = 3
 
 
 def fine_signature(graph: ArchGraph) -> dict[str, Any]:
-    """``{"v": FINE_VERSION, "nodes": {label: count}, "params": n, "shapes": {token: count}}``:
-    node labels with absolute attributes, the parameter count and the canonical parameter shapes
-    the extractor recorded (``graph.metadata["num_params"]`` / ``["param_shapes"]``, from shapes
-    only; each left out when unknown); ``"folded": true`` when the vectors among the shapes are
-    not the module's (ONNX, BatchNorm folded into biases)."""
+    """``{"v": FINE_VERSION, "nodes": {label: count}, "params": n, "shapes": {token: count},
+    "head": label}``: node labels with absolute attributes, the parameter count and the
+    canonical parameter shapes the extractor recorded (``graph.metadata["num_params"]`` /
+    ``["param_shapes"]``, from shapes only; each left out when unknown), the label of the
+    output-side weighted layer (:func:`_head_label`); ``"folded": true`` when the vectors among
+    the shapes are not the module's (ONNX, BatchNorm folded into biases)."""
     sig: dict[str, Any] = {"v": FINE_VERSION, "nodes": dict(Counter(graph.label(i) for i in range(graph.num_nodes)))}
     params = graph.metadata.get("num_params")
     if isinstance(params, int) and not isinstance(params, bool) and params > 0:
@@ -109,7 +113,34 @@ def fine_signature(graph: ArchGraph) -> dict[str, Any]:
         sig["shapes"] = dict(shapes)
         if graph.metadata.get("param_vectors_folded"):
             sig["folded"] = True
+    head = _head_label(graph)
+    if head is not None:
+        sig["head"] = head
     return sig
+
+
+#: Ops whose node carries a weight matrix (what a task head is).
+_WEIGHTED = frozenset({"linear", "conv", "conv_transpose", "embedding"})
+
+
+def _head_label(graph: ArchGraph) -> str | None:
+    """The label of the output-side weighted layer: walking back from the outputs through
+    parameter-free nodes, the first ``linear`` / ``conv`` reached (a classifier, a pooler's
+    projection); ``None`` when there is none."""
+    outputs = [i for i, op in enumerate(graph.ops) if op == "output"]
+    seen, frontier = set(outputs), list(outputs)
+    while frontier:
+        nxt = []
+        for i in frontier:
+            for p in graph.predecessors(i):
+                if p in seen:
+                    continue
+                if graph.ops[p] in _WEIGHTED:
+                    return graph.label(p)
+                seen.add(p)
+                nxt.append(p)
+        frontier = nxt
+    return None
 
 
 def _weighted_jaccard(a: Mapping[str, Any], b: Mapping[str, Any]) -> float | None:
@@ -161,9 +192,11 @@ def op_overlap(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None) -> floa
 
 def shapes_near(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None) -> bool | None:
     """Do the parameter shapes of two descriptions agree up to a task head? One side holds
-    every weight matrix of the other plus at most :data:`HEAD_MATRICES`, and at most
-    :data:`HEAD_VECTORS` vectors differ (vectors are not compared when either side's were
-    folded, :func:`fine_signature`). ``None`` when either records no shapes."""
+    every weight matrix of the other plus at most :data:`HEAD_MATRICES`, or one matrix on each
+    side differs and it is the head (node labels equal but for the output-side layer,
+    ``fine["head"]``); and at most :data:`HEAD_VECTORS` vectors differ (vectors are not
+    compared when either side's were folded, :func:`fine_signature`). ``None`` when either
+    records no shapes."""
     from nar_plugin.graph.params import shape_difference
 
     qf, mf = _fine(q), _fine(m)
@@ -171,7 +204,20 @@ def shapes_near(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None) -> boo
     if not isinstance(qs, Mapping) or not isinstance(ms, Mapping) or not qs or not ms:
         return None
     (fewer, more), (_, vectors) = shape_difference(qs, ms, matrices_only=bool(qf.get("folded") or mf.get("folded")))
-    return fewer == 0 and more <= HEAD_MATRICES and vectors <= HEAD_VECTORS
+    if vectors > HEAD_VECTORS or more > HEAD_MATRICES:
+        return False
+    if fewer == 0:  # one side adds a head (or a pooler) to all of the other
+        return True
+    return _only_heads_differ(qf, mf)  # one matrix each: the same network with another head?
+
+
+def _only_heads_differ(qf: Mapping[str, Any], mf: Mapping[str, Any]) -> bool:
+    """The node labels are equal once each side's output-side layer (``head``) is set aside:
+    a classifier swapped for another number of classes, not a changed patch or stem."""
+    qh, mh, qn, mn = qf.get("head"), mf.get("head"), qf.get("nodes"), mf.get("nodes")
+    if not isinstance(qh, str) or not isinstance(mh, str) or not isinstance(qn, Mapping) or not isinstance(mn, Mapping):
+        return False
+    return Counter(qn) - Counter({qh: 1}) == Counter(mn) - Counter({mh: 1})
 
 
 def structure_check(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None,
@@ -189,6 +235,16 @@ def structure_check(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None,
         return fine >= fine_min, "fine"
     overlap = op_overlap(q, m)
     return (None, "none") if overlap is None else (overlap >= NEAR_STRUCTURE, "ops")
+
+
+def near_evidence(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None, *, cosine_floor: float,
+                  shapes_floor: float, fine_min: float = NEAR_FINE) -> tuple[bool | None, float]:
+    """``(near, floor)``: the verdict of :func:`structure_check` and the cosine a
+    ``near-duplicate`` needs on its evidence: ``shapes_floor`` when the parameter shapes decided,
+    else ``cosine_floor`` (the relation's rule; :func:`nar_plugin.search.relations.near_duplicate_evidence`
+    passes the thresholds)."""
+    near, basis = structure_check(q, m, fine_min)
+    return near, (shapes_floor if basis == "shapes" else cosine_floor)
 
 
 def structure_near(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None,

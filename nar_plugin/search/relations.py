@@ -33,7 +33,7 @@ from nar_plugin.evaluation.fine_structure import (
     NEAR_FINE,
     NEAR_STRUCTURE,
     PROMOTE_MIN,
-    structure_check,
+    near_evidence,
     structure_near,
 )
 from nar_plugin.model.weights import WEIGHTS_DIR
@@ -137,8 +137,8 @@ def near_duplicate_evidence(q: dict[str, Any] | None, m: dict[str, Any] | None,
     (:func:`~nar_plugin.evaluation.fine_structure.structure_check`; ``None``: no evidence) and the
     cosine a near-duplicate needs on that evidence: ``th.shapes_floor`` when parameter shapes
     decided (exact evidence), ``th.near_duplicate`` otherwise. Pass both to :func:`relation_for`."""
-    near, basis = structure_check(q, m, th.near_duplicate_fine)
-    return near, (th.shapes_floor if basis == "shapes" else th.near_duplicate)
+    return near_evidence(q, m, cosine_floor=th.near_duplicate, shapes_floor=th.shapes_floor,
+                         fine_min=th.near_duplicate_fine)
 
 
 def relation_for(score: float, same_hash: bool, th: Thresholds, *, weights: str | None = None,
