@@ -175,3 +175,11 @@ def test_the_same_parameters_go_first_in_the_rerank() -> None:
     assert promote_first([fine_similarity(q, h) for h in hits], min_similarity=0.6) is None
     assert promote_first([promote_score(q, h) for h in hits], min_similarity=0.6) == 1
     assert promote_score(q, {"fine": {}}) is None
+
+
+def test_explanation_summarises_unrelated_parameters(sig: dict) -> None:
+    from nar_plugin.search.results import explain
+
+    base = {"ops": {"conv": 1}, "motifs": {}}
+    far = explain({**base, **sig["torchvision:resnet50"]}, {**base, **sig["timm:vit_base_patch16_224"]}, False)
+    assert str(far).endswith("weight matrices unmatched") and "parameters only in" not in str(far)

@@ -84,6 +84,9 @@ def _param_text(only_q: Mapping[str, int], only_m: Mapping[str, int]) -> str:
         return ", ".join(out) or "nothing"
     if not only_q and not only_m:
         return "same parameter shapes"
+    mats = [sum(n for t, n in d.items() if not t.startswith("v")) for d in (only_q, only_m)]
+    if sum(mats) > 6:  # not one network with a small change: counts say enough
+        return f"parameter shapes differ: {mats[0]} / {mats[1]} weight matrices unmatched"
     return f"parameters only in the query: {side(only_q)}; only in the match: {side(only_m)}"
 
 
