@@ -38,7 +38,8 @@ absolute structure *after* the embedding shortlist:
 Used by :func:`nar_plugin.search.api.find_similar` and by the NAR method of the cross-library
 benchmark (:mod:`nar_plugin.evaluation.cross_library`) and its calibration
 (:mod:`nar_plugin.evaluation.calibrate`): one code path. Lives in ``evaluation`` (a lower layer
-than ``search``) so both can import it. Standard library only (and the weights folder's path).
+than ``search``) so both can import it. Standard library only (besides the graph layer's
+parameter-shape tokens and the weights folder's path).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from nar_plugin.graph.params import shape_difference
 
 if TYPE_CHECKING:
     from nar_plugin.graph import ArchGraph
@@ -162,7 +165,7 @@ def _nodes(desc: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
 
 
 def _params(desc: Mapping[str, Any] | None) -> int | None:
-    n = ((desc or {}).get("fine") or {}).get("params")
+    n = _fine(desc).get("params")
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
@@ -197,8 +200,6 @@ def shapes_near(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None) -> boo
     ``fine["head"]``); and at most :data:`HEAD_VECTORS` vectors differ (vectors are not
     compared when either side's were folded, :func:`fine_signature`). ``None`` when either
     records no shapes."""
-    from nar_plugin.graph.params import shape_difference
-
     qf, mf = _fine(q), _fine(m)
     qs, ms = qf.get("shapes"), mf.get("shapes")
     if not isinstance(qs, Mapping) or not isinstance(ms, Mapping) or not qs or not ms:

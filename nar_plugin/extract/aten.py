@@ -25,7 +25,7 @@ from nar_plugin.extract.limits import (
 )
 from nar_plugin.extract.ops import EMPTY, Value, base_name, lower_op
 from nar_plugin.graph import ArchGraph, GraphBuilder
-from nar_plugin.graph.params import shape_tokens
+from nar_plugin.graph.params import param_metadata
 
 __all__ = ["graph_from_exported_program", "graph_from_pt2", "graph_from_model_json"]
 
@@ -41,16 +41,6 @@ def _shape_of(val: Any) -> tuple[int, ...] | None:
         except (TypeError, ValueError):  # symbolic dims
             out.append(-1)
     return tuple(out)
-
-
-def _numel(shape: tuple[int, ...] | None) -> int:
-    """Elements of a tensor of ``shape`` (0 when unknown or symbolic)."""
-    if shape is None or any(d < 0 for d in shape):
-        return 0
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
 
 
 def graph_from_exported_program(ep: Any, metadata: dict[str, Any] | None = None) -> ArchGraph:
@@ -97,8 +87,7 @@ def graph_from_exported_program(ep: Any, metadata: dict[str, Any] | None = None)
             env[node.name] = Value(EMPTY, None)
     params = set(sig.inputs_to_parameters)
     counted = [_shape_of(n.meta.get("val")) for n in ep.graph.nodes if n.op == "placeholder" and n.name in params]
-    meta = {"tracer": "export", "num_params": sum(_numel(s) for s in counted), "param_shapes": shape_tokens(counted),
-            **(metadata or {})}
+    meta = {"tracer": "export", **param_metadata(counted), **(metadata or {})}
     return b.build(meta)
 
 
@@ -216,8 +205,7 @@ def graph_from_model_json(model: dict[str, Any], metadata: dict[str, Any] | None
         for v in _flatten_values(_json_arg(o, env, shapes)):
             out_refs.append(v.ref)
     b.add_output(out_refs)
-    meta = {"tracer": "pt2", "num_params": sum(_numel(shapes.get(n)) for n in param_names),
-            "param_shapes": shape_tokens(shapes.get(n) for n in param_names), **(metadata or {})}
+    meta = {"tracer": "pt2", **param_metadata(shapes.get(n) for n in param_names), **(metadata or {})}
     return b.build(meta)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from nar_plugin.extract.ops import EMPTY, Value, conv_attrs, dense_attrs, pool_attrs
 from nar_plugin.graph import NO_ATTRS, ArchGraph, GraphBuilder, NodeAttrs
-from nar_plugin.graph.params import shape_tokens
+from nar_plugin.graph.params import param_metadata
 
 __all__ = ["lower_onnx"]
 
@@ -339,17 +339,10 @@ def lower_onnx(model: Any, metadata: dict[str, Any]) -> ArchGraph:
     low.b.add_output(low.val(o.name).ref for o in g.output)
     # parameters: the float initializers (their dims only; BatchNorm is already folded in exports,
     # so vectors -- biases, norm scales -- are not the module's: ``param_vectors_folded``)
-    weights = [tuple(t.dims) for t in g.initializer if t.data_type in _FLOAT_TYPES]
-    return low.b.build({"num_params": sum(_prod(d) for d in weights), "param_shapes": shape_tokens(weights),
-                        "param_vectors_folded": True, **metadata})
+    weights = (tuple(t.dims) for t in g.initializer if t.data_type in _FLOAT_TYPES)
+    return low.b.build({**param_metadata(weights), "param_vectors_folded": True, **metadata})
 
 
 #: ONNX ``TensorProto`` data types of weights: FLOAT, FLOAT16, DOUBLE, BFLOAT16
 _FLOAT_TYPES = frozenset({1, 10, 11, 16})
 
-
-def _prod(dims: Any) -> int:
-    n = 1
-    for d in dims:
-        n *= int(d)
-    return n

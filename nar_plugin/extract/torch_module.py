@@ -32,7 +32,7 @@ from nar_plugin.extract.meta import (
 )
 from nar_plugin.extract.ops import CANON, EMPTY, POSITIONAL, Value, base_name, lower_op
 from nar_plugin.graph import ArchGraph, GraphBuilder
-from nar_plugin.graph.params import shape_tokens
+from nar_plugin.graph.params import param_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -303,15 +303,15 @@ def graph_from_module(module: Any, example_inputs: Any = None, tracer: str = "au
             then ``eager-real``); ``metadata["tracer"]`` names the tracer that made the graph.
         metadata: extra provenance stored on the graph (besides ``name``, ``tracer``,
             ``num_params``, the parameter count, and ``param_shapes``, the canonical parameter
-            shapes of :func:`~nar_plugin.graph.params.shape_tokens`; both read from shapes only).
+            shapes; :func:`~nar_plugin.graph.params.param_metadata`, from shapes only).
         example_kwargs: keyword inputs (HF models), export path only.
 
     Raises:
         ExampleInputsError: inputs needed and not inferable.
         GraphExtractionError: every tracer failed; ``attempts`` says why each did.
     """
-    meta = {"name": type(module).__name__, "num_params": sum(int(t.numel()) for t in module.parameters()),
-            "param_shapes": shape_tokens(tuple(t.shape) for t in module.parameters()), **(metadata or {})}
+    meta = {"name": type(module).__name__, **param_metadata(tuple(t.shape) for t in module.parameters()),
+            **(metadata or {})}
     user_module, user_inputs = module, example_inputs
     real = not is_meta_module(module)
     if real and any(True for _ in module.parameters()):

@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from math import prod
 
-__all__ = ["shape_difference", "shape_tokens"]
+__all__ = ["param_metadata", "shape_difference", "shape_tokens", "unmatched"]
 
 
 def _tokens(shape: Sequence[int]) -> list[str]:
@@ -70,6 +70,27 @@ def shape_tokens(shapes: Iterable[Sequence[int] | None]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
+def _numel(shape: Sequence[int] | None) -> int:
+    """Elements of a tensor of ``shape`` (0 when unknown or symbolic)."""
+    if shape is None or any(int(d) < 0 for d in shape):
+        return 0
+    return prod(int(d) for d in shape)
+
+
+def param_metadata(shapes: Iterable[Sequence[int] | None]) -> dict[str, object]:
+    """What every extraction path records about a model's parameters, from their shapes only:
+    ``{"num_params": n, "param_shapes": shape_tokens(shapes)}`` (unknown or symbolic shapes
+    count 0 and give no token)."""
+    shapes = list(shapes)
+    return {"num_params": sum(_numel(s) for s in shapes), "param_shapes": shape_tokens(shapes)}
+
+
+def unmatched(a: Mapping[str, int], b: Mapping[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """``(tokens of a missing from b, tokens of b missing from a)``, with multiplicity."""
+    ca, cb = Counter(a), Counter(b)
+    return dict(ca - cb), dict(cb - ca)
+
+
 def shape_difference(a: Mapping[str, int], b: Mapping[str, int], *,
                      matrices_only: bool = False) -> tuple[tuple[int, int], tuple[int, int]]:
     """How two token multisets differ: ``((fewer, more) matrices, (fewer, more) vectors)``.
@@ -80,10 +101,9 @@ def shape_difference(a: Mapping[str, int], b: Mapping[str, int], *,
     bias). ``matrices_only`` reports ``(0, 0)`` for vectors (for parameters whose vectors were
     rewritten, e.g. an ONNX export with BatchNorm folded into the convolutions' biases).
     """
-    ca, cb = Counter(a), Counter(b)
-    d_ab, d_ba = ca - cb, cb - ca
+    d_ab, d_ba = unmatched(a, b)
 
-    def split(d: Counter[str]) -> tuple[int, int]:
+    def split(d: Mapping[str, int]) -> tuple[int, int]:
         vec = sum(n for t, n in d.items() if t.startswith("v"))
         return sum(d.values()) - vec, vec
 

@@ -113,7 +113,7 @@ def structural_sketch(graph: ArchGraph, dim: int, version: int = SKETCH_VERSION)
 
 
 def compose(learned: np.ndarray, graphs: Sequence[ArchGraph], sketch_dim: int, sketch_weight: float,
-            sketch_version: int = 1) -> np.ndarray:
+            sketch_version: int = SKETCH_VERSION) -> np.ndarray:
     """The shipped embedding: ``[sqrt(1 - w) * learned, sqrt(w) * sketch]``, rows unit norm.
 
     Args:
@@ -121,7 +121,7 @@ def compose(learned: np.ndarray, graphs: Sequence[ArchGraph], sketch_dim: int, s
         graphs: the ``N`` graphs they were computed from.
         sketch_dim: sketch width (0: ``learned`` is returned unchanged).
         sketch_weight: ``w``.
-        sketch_version: the sketch's token definition (the encoder config's; 1 when absent).
+        sketch_version: the sketch's token definition (the encoder config's).
 
     Returns:
         ``(N, out_dim + sketch_dim)`` float32.

@@ -122,12 +122,12 @@ def normalize_relation(name: str) -> str:
     return LEGACY_RELATIONS.get(name, name)
 
 
-#: Are two graphs nearly the same network? Fine similarity (node labels with absolute widths,
-#: :func:`~nar_plugin.evaluation.fine_structure.fine_similarity`) >= ``fine_min``; descriptions
-#: without a fine signature: op counts overlapping >= :data:`NEAR_STRUCTURE` (a 6-layer and a
-#: 12-layer ViT differ in half their ops); ``None`` when neither can be computed (the embedding
+#: Are two graphs nearly the same network? Parameter shapes equal up to a head when both record
+#: them; else fine similarity (node labels with absolute widths) >= ``fine_min``; else op counts
+#: overlapping >= :data:`NEAR_STRUCTURE`; ``None`` when nothing can be compared (the embedding
 #: alone decides). The search layer's name for
-#: :func:`~nar_plugin.evaluation.fine_structure.structure_near`.
+#: :func:`~nar_plugin.evaluation.fine_structure.structure_near`; the relation also needs the
+#: cosine floor of :func:`near_duplicate_evidence`.
 structurally_near = structure_near
 
 

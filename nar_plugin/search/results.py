@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nar_plugin.graph import ArchGraph
+from nar_plugin.graph.params import unmatched
 from nar_plugin.motifs import MotifConfig
 
 __all__ = ["DuplicateReport", "Explanation", "Match", "describe_graph", "explain"]
@@ -99,10 +100,7 @@ def explain(q: Mapping[str, Any], m: Mapping[str, Any], same_hash: bool) -> Expl
     qo, mo = Counter(q.get("ops") or {}), Counter(m.get("ops") or {})
     diff = {op: (qo[op], mo[op]) for op in sorted(set(qo) | set(mo)) if qo[op] != mo[op]}
     qs, ms = ((d.get("fine") or {}).get("shapes") for d in (q, m))
-    params = None
-    if isinstance(qs, Mapping) and isinstance(ms, Mapping) and qs and ms:
-        cq, cm = Counter(qs), Counter(ms)
-        params = (dict(cq - cm), dict(cm - cq))
+    params = unmatched(qs, ms) if isinstance(qs, Mapping) and isinstance(ms, Mapping) and qs and ms else None
     return Explanation(shared, inter / union if union else 0.0, diff, same_hash, params)
 
 
