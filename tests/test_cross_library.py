@@ -316,6 +316,27 @@ def test_committed_manifest_is_consistent() -> None:
         assert rec["family"] == next(r.family for r in rows if r.key == k)
 
 
+def test_labels_name_networks_not_training_recipes() -> None:
+    """A fine label names a network: HuBERT, DeiT, XLS-R and BEiT v2 models carry the label of the
+    network their paper reuses, in the mapping rules and in the committed manifest alike."""
+    from nar_plugin.corpus.crosslib.families import SAME_NETWORK, map_name, same_network
+    from nar_plugin.corpus.crosslib.libraries import TORCHAUDIO, TRANSFORMERS
+    from nar_plugin.corpus.crosslib.manifest import load_manifest
+
+    rows = {r.key: r for r in load_manifest(BENCH / "manifest.json")}
+    assert all(same_network(r.family, r.fine) == (r.family, r.fine) for r in rows.values())
+    assert not {r.fine for r in rows.values()} & set(SAME_NETWORK)
+    for a, b in (("torchaudio:hubert_base", "torchaudio:wav2vec2_base"), ("transformers:hubert/large",
+                 "transformers:wav2vec2/large-lv60"), ("timm:deit_small_patch16_224", "timm:vit_small_patch16_224"),
+                 ("timm:beitv2_base_patch16_224", "timm:beit_base_patch16_224")):
+        assert (rows[a].family, rows[a].fine) == (rows[b].family, rows[b].fine), (a, b)
+    # the distilled DeiTs are another network (a second token and head): their own label
+    assert rows["timm:deit_base_distilled_patch16_224"].fine == "deit_b_16_distilled"
+    assert map_name("timm", "deit_tiny_patch16_224") == ("vit", "vit_ti_16")
+    assert same_network(*TORCHAUDIO["hubert_xlarge"]) == ("wav2vec2", "hubert_xlarge")
+    assert same_network(*TRANSFORMERS["hubert/default"][:2]) == ("wav2vec2", "wav2vec2_base")
+
+
 def test_nar_eval_cross_library_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`nar eval --benchmark cross-library` runs the committed benchmark and writes its report."""
     import json

@@ -202,15 +202,18 @@ def test_promote_threshold_is_read_from_the_thresholds_file(tmp_path: Path) -> N
 
 def test_identical_network_labels_merge_only_the_same_network() -> None:
     """The diagnostic behind ``fine_top1_identical``: one graph and one parameter count make one
-    network (HuBERT is wav2vec 2.0's network); one graph with other widths or BatchNorms does not."""
+    network (pytorchcv's ``resneta18`` is timm's ``resnet18d``); one graph with other widths or
+    BatchNorms does not."""
     from nar_plugin.corpus.crosslib import identical_network_labels, load_cross_library
 
-    keys = {"torchaudio:hubert_base", "torchaudio:wav2vec2_base", "torchvision:vgg16", "torchvision:vgg16_bn",
+    keys = {"pytorchcv:resneta18", "timm:resnet18d", "torchvision:vgg16", "torchvision:vgg16_bn",
             "torchvision:convnext_small", "torchvision:convnext_base"}
     items = [it for it in load_cross_library() if it.key in keys]
     got = dict(zip((it.key for it in items), identical_network_labels(items, [it.fine for it in items])))
     by = {it.key: it for it in items}
     assert by["torchvision:vgg16"].graph.graph_hash == by["torchvision:vgg16_bn"].graph.graph_hash
-    assert got["torchaudio:hubert_base"] == got["torchaudio:wav2vec2_base"] == "hubert_base"
+    assert by["pytorchcv:resneta18"].fine != by["timm:resnet18d"].fine
+    assert got["pytorchcv:resneta18"] == got["timm:resnet18d"] == "resnet18d"
     assert got["torchvision:vgg16"] == "vgg16" and got["torchvision:vgg16_bn"] == "vgg16_bn"
     assert got["torchvision:convnext_small"] != got["torchvision:convnext_base"]
+

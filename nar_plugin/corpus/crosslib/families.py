@@ -20,7 +20,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["EXPLICIT", "PYTORCHCV_WIDTH", "REGNET_FLOPS", "RULES", "Rule", "map_name"]
+__all__ = ["EXPLICIT", "PYTORCHCV_WIDTH", "REGNET_FLOPS", "RULES", "SAME_FAMILY", "SAME_NETWORK", "Rule", "map_name",
+           "same_network"]
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,42 @@ RULES: dict[str, Sequence[Rule]] = {
     ),
 }
 
+#: Labels named after a training recipe whose network is another label's, unchanged (the
+#: papers say so, and the libraries build both with one constructor and the same arguments:
+#: equal graph hash and parameter count in the benchmark). A fine label names a network, so these
+#: are that network: fine label -> (family, fine label of the network).
+#:
+#: * DeiT (Touvron et al. 2021, Table 1): DeiT-Ti/S/B are ViT-Ti/S/B; timm builds
+#:   ``deit_base_patch16_224`` and ``vit_base_patch16_224`` with the same ``VisionTransformer``
+#:   arguments. The *distilled* DeiTs add a token and a head and stay ``deit``.
+#: * HuBERT (Hsu et al. 2021, Sec. IV-C) uses the wav2vec 2.0 BASE and LARGE (LV-60k, layer norm
+#:   first) networks; torchaudio's ``hubert_base`` / ``hubert_large`` call its ``wav2vec2_model``
+#:   with their arguments. X-LARGE has no wav2vec 2.0 twin: it keeps its name, in the wav2vec2
+#:   family (:data:`SAME_FAMILY`).
+#: * XLS-R 300M (Babu et al. 2021) is the wav2vec 2.0 LARGE (LV-60k) network.
+#: * BEiT v2 (Peng et al. 2022) keeps BEiT's ViT backbone; timm builds both with ``Beit``.
+SAME_NETWORK: dict[str, tuple[str, str]] = {
+    "deit_ti_16": ("vit", "vit_ti_16"), "deit_s_16": ("vit", "vit_s_16"), "deit_b_16": ("vit", "vit_b_16"),
+    "hubert_base": ("wav2vec2", "wav2vec2_base"), "hubert_large": ("wav2vec2", "wav2vec2_large_lv60k"),
+    "wav2vec2_xlsr_300m": ("wav2vec2", "wav2vec2_large_lv60k"),
+    "beitv2_b_16": ("beit", "beit_b_16"), "beitv2_l_16": ("beit", "beit_l_16"),
+}
+#: Families that are another family's design (HuBERT is wav2vec 2.0 trained another way).
+SAME_FAMILY: dict[str, str] = {"hubert": "wav2vec2"}
+
+
+def same_network(family: str, fine: str) -> tuple[str, str]:
+    """``(family, fine)`` of the network a label names (:data:`SAME_NETWORK`, :data:`SAME_FAMILY`).
+
+    Example:
+        >>> same_network("hubert", "hubert_base"), same_network("hubert", "hubert_xlarge")
+        (('wav2vec2', 'wav2vec2_base'), ('wav2vec2', 'hubert_xlarge'))
+    """
+    if fine in SAME_NETWORK:
+        return SAME_NETWORK[fine]
+    return SAME_FAMILY.get(family, family), fine
+
+
 def map_name(library: str, name: str, explicit: Mapping[str, Mapping[str, tuple[str, str]]] | None = None,
              rules: Mapping[str, Sequence[Rule]] | None = None) -> tuple[str, str] | None:
     """``(family, fine)`` of ``name`` in ``library``, or ``None`` when it is not in the benchmark.
@@ -299,9 +336,9 @@ def map_name(library: str, name: str, explicit: Mapping[str, Mapping[str, tuple[
     """
     table = (explicit if explicit is not None else EXPLICIT).get(library, {})
     if name in table:
-        return table[name]
+        return same_network(*table[name])
     for rule in (rules if rules is not None else RULES).get(library, ()):
         hit = rule.apply(name)
         if hit is not None:
-            return hit
+            return same_network(*hit)
     return None

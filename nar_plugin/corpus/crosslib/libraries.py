@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nar_plugin.corpus.crosslib.families import EXPLICIT, RULES, map_name
+from nar_plugin.corpus.crosslib.families import EXPLICIT, RULES, map_name, same_network
 
 __all__ = ["LIBRARIES", "SKIPPED_NOTES", "TRAINING_LIBRARIES", "Candidate", "build_model", "candidates"]
 
@@ -299,7 +299,9 @@ def candidates(library: str) -> list[Candidate]:
             mt, variant = name.split("/")
             out.append(Candidate(library, name, fam, fine, f"transformers:{mt}/{variant}" + (f" {ov}" if ov else ""),
                                  {"model_type": mt, "overrides": ov}))
-    return sorted(out, key=lambda c: c.name)
+    # the tables name some models after their training recipe: label the network (same_network)
+    return sorted((replace(c, family=f, fine=n) for c in out for f, n in [same_network(c.family, c.fine)]),
+                  key=lambda c: c.name)
 
 
 # ------------------------------------------------------------------ building (worker side)
