@@ -217,3 +217,40 @@ def test_identical_network_labels_merge_only_the_same_network() -> None:
     assert got["torchvision:vgg16"] == "vgg16" and got["torchvision:vgg16_bn"] == "vgg16_bn"
     assert got["torchvision:convnext_small"] != got["torchvision:convnext_base"]
 
+
+def test_shape_similarity_breaks_ties_between_equally_labelled_hits(tmp_path: Path) -> None:
+    """A ViT query, and two hits with its node labels: the ViT of another library and the DeiT
+    that adds two vectors (a distillation token and its head's bias). Fine similarity
+    and the shapes check cannot tell them apart; the calibrated parameter-shape weight can, and
+    ``find_similar``'s thresholds read it."""
+    import json
+
+    from nar_plugin.evaluation.fine_structure import (
+        FINE_VERSION,
+        promote_first,
+        promote_score,
+        promote_weights,
+        shape_similarity,
+    )
+    from nar_plugin.search.relations import load_thresholds
+
+    nodes = {"linear|0,0,0,11,11": 48, "attention": 12, "layer_norm|0,0,0,11,11": 25, "gelu": 12, "add": 24}
+    base = {"768x768": 48, "768x3072": 24, "v768": 100, "v3072": 12}
+
+    def desc(**extra: int) -> dict:
+        return {"fine": {"v": FINE_VERSION, "nodes": nodes, "params": 86_000_000, "shapes": {**base, **extra}}}
+
+    vit, deit, query = desc(**{"197x768": 1}), desc(**{"197x768": 1, "v768": 102}), desc(**{"197x768": 1})
+    assert shape_similarity(query, vit) == 1.0 > shape_similarity(query, deit)
+    assert shape_similarity(query, {"fine": {"v": FINE_VERSION, "nodes": nodes}}) is None
+    # the DeiT first in cosine order: without the weight the tie keeps it first, with it the ViT wins
+    assert promote_score(query, deit) == promote_score(query, vit)
+    assert promote_first([promote_score(query, h) for h in (deit, vit)]) == 0
+    assert promote_first([promote_score(query, h, 0.05) for h in (deit, vit)]) == 1
+    shipped = Path(__file__).resolve().parents[1] / "nar_plugin" / "weights" / "thresholds.json"
+    raw = json.loads(shipped.read_text())
+    assert load_thresholds().promote_shapes == raw.get("promote_shapes", 0.0) == promote_weights()[1]
+    raw["promote_shapes"] = 0.1
+    (tmp_path / "t.json").write_text(json.dumps(raw))
+    assert promote_weights(tmp_path / "t.json")[1] == 0.1
+    assert promote_weights(tmp_path / "missing.json") == (PROMOTE_MIN, 0.0)

@@ -234,11 +234,12 @@ def _choose_near(pairs: dict[str, np.ndarray], floor: float, target: float,
 
 
 def _promote_scores(emb: np.ndarray, items: Sequence[Any], descriptions: Sequence[dict[str, Any]],
-                    half: np.ndarray, grid: Sequence[float | None], k: int = 10) -> list[tuple[float, float]]:
+                    half: np.ndarray, grid: Sequence[float | None], k: int = 10,
+                    shape_weight: float = 0.0) -> list[tuple[float, float]]:
     """``(same-network top-1, family MAP@k)``, each a mean over query libraries, for every
     promote threshold of ``grid`` (``None``: no rerank, the cosine order), over the queries of
     ``half``; gallery: the other libraries; ranked as the cross-library benchmark ranks
-    (:func:`~nar_plugin.evaluation.cross_library.fine_rerank_scores`)."""
+    (:func:`~nar_plugin.evaluation.cross_library.fine_rerank_scores`, with ``shape_weight``)."""
     from nar_plugin.evaluation.cross_library import fine_rerank_scores
     from nar_plugin.evaluation.metrics import retrieval_metrics
 
@@ -251,7 +252,8 @@ def _promote_scores(emb: np.ndarray, items: Sequence[Any], descriptions: Sequenc
             q = np.flatnonzero(half & (lib == L))
             others = np.flatnonzero(lib != L)
             sc, metric = (emb, "cosine") if m is None else (
-                fine_rerank_scores(emb, descriptions, q, others, promote_min=float(m)), "precomputed")
+                fine_rerank_scores(emb, descriptions, q, others, promote_min=float(m), shape_weight=shape_weight),
+                "precomputed")
             maps.append(retrieval_metrics(sc, fam, ks=(k,), queries=q, gallery=others, metric=metric)[f"MAP@{k}"])
             have = {fine[j] for j in others}
             qf = np.asarray([i for i in q if fine[i] in have], dtype=np.int64)
@@ -332,9 +334,18 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
         promote_rule += (f"; no value kept the cosine order's family MAP@10 there ({floor:.4f}; best "
                          f"{max(v[1] for v in cal_scores[1:]):.4f})")
     best = max(ok, key=lambda i: (cal_scores[i][0], cal_scores[i][1], -i))
-    (held_top1, held_map), (held_top1_0, held_map_0) = _promote_scores(emb, items, descriptions, ~in_first,
-                                                                        [grid[best], None])
-    out.update({"promote_fine": float(grid[best]),
+    # then the weight of the parameter-shape similarity at that threshold: the best top-1 (then
+    # MAP@10, then the smaller weight) on the first half; 0 is the rerank without it
+    weights = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
+    by_weight = [_promote_scores(emb, items, descriptions, in_first, [grid[best]], shape_weight=w)[0] for w in weights]
+    w_best = max(range(len(weights)), key=lambda i: (by_weight[i][0], by_weight[i][1], -i))
+    shape_weight = weights[w_best]
+    (held_top1, held_map), = _promote_scores(emb, items, descriptions, ~in_first, [grid[best]], shape_weight=shape_weight)
+    (held_top1_0, held_map_0), = _promote_scores(emb, items, descriptions, ~in_first, [None])
+    (held_top1_w0, _), = _promote_scores(emb, items, descriptions, ~in_first, [grid[best]])
+    cal_scores[best] = by_weight[w_best]
+    out.update({"promote_fine": float(grid[best]), "promote_shapes": shape_weight,
+                "promote_top1_held_out_without_shapes": round(held_top1_w0, 4),
                 "promote_top1_calibration": round(cal_scores[best][0], 4),
                 "promote_map10_calibration": round(cal_scores[best][1], 4),
                 "promote_top1_held_out": round(held_top1, 4), "promote_map10_held_out": round(held_map, 4),
@@ -371,6 +382,9 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
                     "near_duplicate": f"without parameter shapes: cosine and fine similarity for same fine label "
                                       f"across libraries: {near_rule}",
                     "promote_fine": promote_rule,
+                    "promote_shapes": ("at promote_fine, the weight of the parameter-shape similarity (of "
+                                       f"{list(weights)}) with the best same-network top-1 (then family "
+                                       "MAP@10, then the smaller weight) on the first half's queries"),
                     "split": f"families halved with seed {seed}: chosen on one half, *_held_out on the other"}
     out["sources"] = f"cross-library benchmark ({len(items)} models, {len({it.library for it in items})} libraries)"
     if write:

@@ -209,7 +209,8 @@ def make_embedder(name: str, *, corpus: Any = None, gnn_epochs: int = 20, seed: 
 # ------------------------------------------------------------------ metrics
 def fine_rerank_scores(emb: np.ndarray, descriptions: Sequence[Mapping[str, Any]],
                        queries: Sequence[int] | np.ndarray, gallery: Sequence[int] | np.ndarray,
-                       decimals: int = 6, promote_min: float | None = None) -> np.ndarray:
+                       decimals: int = 6, promote_min: float | None = None,
+                       shape_weight: float | None = None) -> np.ndarray:
     """``(N, N)`` scores ranking as :func:`~nar_plugin.search.api.find_similar` does.
 
     Row ``q`` (for each query) is the cosine (rounded to ``decimals``), except that the gallery
@@ -226,16 +227,20 @@ def fine_rerank_scores(emb: np.ndarray, descriptions: Sequence[Mapping[str, Any]
         queries: rows to rerank.
         gallery: the items each query ranks.
         promote_min: least fine similarity of the hit moved first (``None``: the calibrated
-            value, :func:`~nar_plugin.evaluation.fine_structure.promote_threshold`).
+            value, :func:`~nar_plugin.evaluation.fine_structure.promote_weights`).
+        shape_weight: weight of the parameter-shape similarity in the promote score
+            (``None``: the calibrated value).
     """
     from nar_plugin.evaluation.fine_structure import (
         SHORTLIST,
         promote_first,
         promote_score,
-        promote_threshold,
+        promote_weights,
     )
 
-    least = promote_threshold() if promote_min is None else promote_min
+    least, weight = promote_weights()
+    least = least if promote_min is None else promote_min
+    weight = weight if shape_weight is None else shape_weight
 
     x = np.asarray(emb, dtype=np.float64)
     x = x / np.where((n := np.linalg.norm(x, axis=1, keepdims=True)) > 0, n, 1.0)
@@ -244,7 +249,8 @@ def fine_rerank_scores(emb: np.ndarray, descriptions: Sequence[Mapping[str, Any]
     for q in np.asarray(queries, dtype=np.int64):
         cand = g[g != q]
         short = cand[np.argsort(-scores[q, cand], kind="stable")[:SHORTLIST]]
-        pos = promote_first([promote_score(descriptions[q], descriptions[j]) for j in short], min_similarity=least)
+        pos = promote_first([promote_score(descriptions[q], descriptions[j], weight) for j in short],
+                            min_similarity=least)
         if pos is not None:
             scores[q, short[pos]] += 2.0
     return scores

@@ -33,7 +33,11 @@ absolute structure *after* the embedding shortlist:
   hit moves, so family retrieval is barely touched (a cross-family jump costs one slot).
   :func:`promote_score` is the fine similarity, plus 1 when the parameter shapes agree up to
   a head (:func:`shapes_near`): the same network by its parameters goes before any hit that
-  only shares node labels (torchvision's swin_t: timm's swin_tiny, not swin_base).
+  only shares node labels (torchvision's swin_t: timm's swin_tiny, not swin_base), plus a
+  calibrated small weight (``promote_shapes``, :func:`promote_weights`) times the multiset
+  Jaccard of the parameter shapes (:func:`shape_similarity`): among hits whose node labels
+  agree about equally (a ViT, the DeiT that adds a distillation token, the CLIP ViT that adds a
+  norm), the one whose parameters agree most.
 
 Used by :func:`nar_plugin.search.api.find_similar` and by the NAR method of the cross-library
 benchmark (:mod:`nar_plugin.evaluation.cross_library`) and its calibration
@@ -70,6 +74,8 @@ __all__ = [
     "promote_first",
     "promote_score",
     "promote_threshold",
+    "promote_weights",
+    "shape_similarity",
     "shapes_near",
     "structure_check",
     "structure_near",
@@ -85,6 +91,10 @@ SHORTLIST = 30
 #: :func:`~nar_plugin.evaluation.calibrate.calibrate_cross_library` on half the benchmark's
 #: families; this default is the lowest value its grid tries).
 PROMOTE_MIN = 0.3
+#: Weight of the parameter-shape similarity in :func:`promote_score` when ``thresholds.json``
+#: records none (``promote_shapes``, calibrated like ``promote_fine``): none, the rerank of
+#: releases before it.
+PROMOTE_SHAPES = 0.0
 #: Default fine-similarity threshold of ``near-duplicate`` (calibrated with the cosine threshold
 #: by :func:`~nar_plugin.evaluation.calibrate.calibrate_cross_library`; used when the thresholds
 #: file does not record one).
@@ -254,14 +264,29 @@ def structure_near(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None,
     return structure_check(q, m, fine_min)[0]
 
 
-def promote_score(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None) -> float | None:
+def shape_similarity(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None) -> float | None:
+    """Multiset Jaccard of the parameter-shape tokens of two descriptions (1.0 = the same
+    tensors); ``None`` when either records no shapes."""
+    qs, ms = _fine(q).get("shapes"), _fine(m).get("shapes")
+    if not isinstance(qs, Mapping) or not isinstance(ms, Mapping) or not qs or not ms:
+        return None
+    a, b = Counter(qs), Counter(ms)
+    return sum((a & b).values()) / sum((a | b).values())
+
+
+def promote_score(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None,
+                  shape_weight: float = PROMOTE_SHAPES) -> float | None:
     """What :func:`promote_first` ranks a shortlisted hit by: its fine similarity, plus 1 when
-    the parameter shapes of the two agree up to a head (:func:`shapes_near`); ``None`` when
+    the parameter shapes of the two agree up to a head (:func:`shapes_near`), plus
+    ``shape_weight`` times their :func:`shape_similarity` (0 when unknown); ``None`` when
     either description has no fine signature."""
     fine = fine_similarity(q, m)
     if fine is None:
         return None
-    return fine + (1.0 if shapes_near(q, m) else 0.0)
+    score = fine + (1.0 if shapes_near(q, m) else 0.0)
+    if shape_weight:
+        score += shape_weight * (shape_similarity(q, m) or 0.0)
+    return score
 
 
 def promote_first(fine: Sequence[float | None], shortlist: int = SHORTLIST,
@@ -279,10 +304,18 @@ def promote_first(fine: Sequence[float | None], shortlist: int = SHORTLIST,
 def promote_threshold(path: str | Path | None = None) -> float:
     """The calibrated least fine similarity that moves a hit first: ``promote_fine`` of the
     shipped ``weights/thresholds.json`` (or of ``path``); :data:`PROMOTE_MIN` when there is none."""
+    return promote_weights(path)[0]
+
+
+def promote_weights(path: str | Path | None = None) -> tuple[float, float]:
+    """The calibrated rerank: ``(promote_fine, promote_shapes)`` of the shipped
+    ``weights/thresholds.json`` (or of ``path``); :data:`PROMOTE_MIN` / :data:`PROMOTE_SHAPES`
+    for what it does not record."""
     from nar_plugin.model.weights import WEIGHTS_DIR
 
     p = Path(path) if path else WEIGHTS_DIR / "thresholds.json"
     try:
-        return float(json.loads(p.read_text()).get("promote_fine", PROMOTE_MIN))
+        doc = json.loads(p.read_text())
+        return float(doc.get("promote_fine", PROMOTE_MIN)), float(doc.get("promote_shapes", PROMOTE_SHAPES))
     except (OSError, ValueError, TypeError, AttributeError):
-        return PROMOTE_MIN
+        return PROMOTE_MIN, PROMOTE_SHAPES

@@ -33,6 +33,7 @@ from nar_plugin.evaluation.fine_structure import (
     NEAR_FINE,
     NEAR_STRUCTURE,
     PROMOTE_MIN,
+    PROMOTE_SHAPES,
     near_evidence,
     structure_near,
 )
@@ -75,6 +76,8 @@ class Thresholds:
         source: where the values come from (``defaults`` or the calibration file's name).
         near_duplicate_fine: least fine similarity of a near-duplicate (:func:`structurally_near`).
         promote_fine: least fine similarity of the shortlisted hit ``find_similar`` moves first.
+        promote_shapes: weight of the parameter-shape similarity in the score that picks it
+            (:func:`~nar_plugin.evaluation.fine_structure.promote_score`).
         near_duplicate_shapes: least cosine of a near-duplicate whose parameter shapes agree
             (:func:`~nar_plugin.evaluation.fine_structure.shapes_near`); ``None``: ``related``.
     """
@@ -85,6 +88,7 @@ class Thresholds:
     near_duplicate_fine: float = NEAR_FINE
     promote_fine: float = PROMOTE_MIN
     near_duplicate_shapes: float | None = None
+    promote_shapes: float = PROMOTE_SHAPES
 
     @property
     def shapes_floor(self) -> float:
@@ -114,7 +118,8 @@ def load_thresholds(path: str | Path | None = None) -> Thresholds:
                       near_duplicate_fine=float(data.get("near_duplicate_fine", NEAR_FINE)),
                       promote_fine=float(data.get("promote_fine", PROMOTE_MIN)),
                       near_duplicate_shapes=(float(data["near_duplicate_shapes"])
-                                             if data.get("near_duplicate_shapes") is not None else None))
+                                             if data.get("near_duplicate_shapes") is not None else None),
+                      promote_shapes=float(data.get("promote_shapes", PROMOTE_SHAPES)))
 
 
 def normalize_relation(name: str) -> str:
