@@ -13,7 +13,7 @@ from nar_plugin.extract import extract_graph
 from nar_plugin.graph import ArchGraph
 from nar_plugin.model.encoder import EncoderConfig, NAREncoder, config_hash, relative_width_columns
 from nar_plugin.model.features import collate, prepare
-from nar_plugin.model.sketch import compose, node_tokens, structural_sketch
+from nar_plugin.model.sketch import compose, edge_tokens, node_tokens, structural_sketch
 from nar_plugin.training.data import CorpusEntry, select_items
 
 
@@ -185,3 +185,43 @@ def test_sketch_version_2_writes_relu6_as_relu_and_version_1_is_kept() -> None:
     assert config_hash(legacy) != config_hash(EncoderConfig(sketch_dim=64, sketch_weight=0.8, sketch_version=2))
     with pytest.raises(ValueError, match="sketch_version"):
         EncoderConfig(sketch_version=7)
+
+
+class _Blocks(nn.Module):
+    """Two transformer blocks, ``pre``-norm (GPT-2) or ``parallel`` (GPT-J: both branches read
+    the block input): the same ops, op counts and op pairs, wired differently."""
+
+    def __init__(self, kind: str, d: int = 32) -> None:
+        super().__init__()
+        self.kind = kind
+        self.embed, self.pos = nn.Linear(d // 4, d), nn.Parameter(torch.zeros(5, d))
+        self.n1 = nn.ModuleList([nn.LayerNorm(d) for _ in range(2)])
+        self.n2 = nn.ModuleList([nn.LayerNorm(d) for _ in range(2)])
+        self.attn = nn.ModuleList([nn.Linear(d, d) for _ in range(2)])
+        self.mlp = nn.ModuleList([nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d)) for _ in range(2)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x) + self.pos  # blocks read a residual add, as in a real network
+        for n1, n2, attn, mlp in zip(self.n1, self.n2, self.attn, self.mlp):
+            if self.kind == "pre":
+                x = x + attn(n1(x))
+                x = x + mlp(n2(x))
+            else:
+                x = x + attn(n1(x)) + mlp(n2(x))
+        return x
+
+
+def test_sketch_version_3_sees_the_residual_wiring() -> None:
+    """Pre-norm and parallel blocks have the same node and edge tokens (one version-2 sketch);
+    version 3 marks which adds and norms feed several consumers and tells them apart, while the
+    same design at another width keeps one sketch."""
+    x = (torch.randn(1, 5, 8),)
+    pre, par = extract_graph(_Blocks("pre"), example_inputs=x), extract_graph(_Blocks("parallel"), example_inputs=x)
+    assert pre.op_histogram() == par.op_histogram()
+    np.testing.assert_allclose(structural_sketch(pre, 64, 2), structural_sketch(par, 64, 2))
+    assert sorted(edge_tokens(pre, version=2)) == sorted(edge_tokens(par, version=2))
+    assert float(structural_sketch(pre, 64, 3) @ structural_sketch(par, 64, 3)) < 0.97  # the node half is equal
+    wide = extract_graph(_Blocks("parallel", 64), example_inputs=(torch.randn(1, 5, 16),))
+    np.testing.assert_allclose(structural_sketch(par, 64, 3), structural_sketch(wide, 64, 3))
+    assert any(t.startswith("add^2>") for t in edge_tokens(pre)) and any(t.startswith("add^1>") for t in edge_tokens(par))
+    assert not any("^" in t for t in edge_tokens(pre, version=2))

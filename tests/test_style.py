@@ -73,7 +73,9 @@ def test_post_and_pre_norm_blocks_use_the_same_ops(wiring) -> None:
 
 
 def test_nar_tells_wiring_apart_where_op_counts_cannot(wiring) -> None:
-    """Shipped weights: each ResNet v1/v2 model's nearest neighbour is in its own family."""
+    """Shipped weights: every model's nearest neighbour is in its own family: ResNet v1 / v2, and
+    post-norm / pre-norm / parallel transformer blocks, which share their op counts and op pairs
+    (the sketch's residual fan-out tokens, version 3, tell the last two apart)."""
     from nar_plugin.model.inference import embed_many
 
     names = list(wiring)
@@ -82,19 +84,16 @@ def test_nar_tells_wiring_apart_where_op_counts_cannot(wiring) -> None:
     emb = embed_many(graphs)
     sim = emb @ emb.T
     np.fill_diagonal(sim, -np.inf)
-    for i, name in enumerate(names):
-        if name.startswith("resnet-v"):
-            assert fams[int(sim[i].argmax())] == fams[i], name
+    wrong = [name for i, name in enumerate(names) if fams[int(sim[i].argmax())] != fams[i]]
+    assert not wrong, wrong
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 16 (floor not yet shipped): with BatchNorm folded into convs (issue 14) ResNet v1 and v2 "
-    "no longer share an op histogram, and the histogram scores 0.758 MAP@10 on this fixture; the "
-    "encoder retrained on the folded IR scores 0.697 (IR v3 + hybrid embedding nar-v1.m1-9143f39160d2-28f09272: histogram 0.940, shipped 0.854, sketch alone 0.807: the histogram sees ResNet v1 vs v2 from the batch_norm counts, the sketch confuses pre-norm-library / parallel-mha). Remove this mark when the shipped embedding "
-    "is at least the histogram + 0.1 here"))
 def test_nar_beats_the_op_histogram_on_the_wiring_fixture(wiring) -> None:
+    """With BatchNorm folded into convs (issue 14) ResNet v1 loses its norms and v2 keeps them,
+    so the op histogram scores 0.940 here and issue 16's + 0.20 cannot be met on this fixture
+    (measured: NAR 1.000); the GroupNorm variant below carries that target."""
     nar, hist = _nar_and_histogram_map10(wiring)
-    assert nar >= hist + 0.1, (nar, hist)
+    assert hist > 0.9 and nar > hist, (nar, hist)
 
 
 def _nar_and_histogram_map10(models: dict) -> tuple[float, float]:
@@ -124,7 +123,8 @@ def test_groupnorm_resnets_share_their_op_counts(wiring_groupnorm) -> None:
 
 
 def test_nar_beats_the_op_histogram_where_only_wiring_differs(wiring_groupnorm) -> None:
-    """Shipped weights on the wiring fixture with GroupNorm ResNets (measured: NAR 0.854, op
-    histogram 0.751, WL 0.450): the embedding sees the wiring the op counts cannot."""
+    """Issue 16's target, shipped weights, the wiring fixture with GroupNorm ResNets (measured:
+    NAR 1.000, op histogram 0.751, WL 0.450; sketch version 2: 0.854): the embedding sees the
+    wiring the op counts cannot."""
     nar, hist = _nar_and_histogram_map10(wiring_groupnorm)
-    assert nar >= hist + 0.05, (nar, hist)
+    assert nar >= hist + 0.2, (nar, hist)

@@ -19,8 +19,20 @@ The sketch is two bags of tokens, hashed into ``dim / 2`` buckets each:
 
 Version 2 (issue 16, session 4) writes ``relu6`` as ``relu``: libraries swap the two in one
 network (pytorchcv's MobileNet v1 uses ReLU where timm and transformers use ReLU6, and every
-edge token differed: sketch cosine 0.28 for the same network). A config's ``sketch_version``
-picks the definition, so weights shipped with version 1 keep embedding as they did.
+edge token differed: sketch cosine 0.28 for the same network).
+
+Version 3 (issue 16, session 5) marks, in the edge bag, whether the source of an edge that
+leaves a residual ``add`` or a norm feeds one consumer or several (``add^1`` / ``add^2``). That
+fan-out is where the block designs of one op mix differ: a pre-norm block's input feeds its
+norm and its residual add, a parallel block's (GPT-J, ViT-22B) feeds both branches' norms and
+the add, a post-norm block's norm feeds the next block's layers and its residual. Node and
+plain edge tokens are the same for the three (equal op counts, equal op pairs), so version 2
+scored the wiring fixture's pre-norm and parallel transformers as one family. Only adds and
+norms are marked: marking every source also split re-implementations whose glue differs
+(cross-library family MAP@10 -0.017, numbers in docs/benchmarks.md).
+
+A config's ``sketch_version`` picks the definition, so weights shipped with an older version
+keep embedding as they did.
 
 Each bag is counted, divided by its total (graph size does not matter), square-rooted (a
 Hellinger-style damping: frequent glue ops do not drown rare, telling ones) and hashed with
@@ -42,16 +54,18 @@ import numpy as np
 
 from nar_plugin.graph import ArchGraph
 
-__all__ = ["SKETCH_VERSION", "SKETCH_VERSIONS", "compose", "node_tokens", "structural_sketch"]
+__all__ = ["SKETCH_VERSION", "SKETCH_VERSIONS", "compose", "edge_tokens", "node_tokens", "structural_sketch"]
 
 #: The token definition new encoders use. Add a version (never change one) when the tokens or the
 #: hashing change: the encoder config records it (``sketch_version``) and its hash, so the
 #: version string of every embedding says which sketch made it.
-SKETCH_VERSION = 2
+SKETCH_VERSION = 3
 #: Definitions this release can compute.
-SKETCH_VERSIONS = (1, 2)
-#: Ops a version writes as another (2: ReLU6 is a ReLU).
-_ALIASES: dict[int, dict[str, str]] = {1: {}, 2: {"relu6": "relu"}}
+SKETCH_VERSIONS = (1, 2, 3)
+#: Ops a version writes as another (2 and later: ReLU6 is a ReLU).
+_ALIASES: dict[int, dict[str, str]] = {1: {}, 2: {"relu6": "relu"}, 3: {"relu6": "relu"}}
+#: Sources whose fan-out an edge token records (version 3): the residual stream's adds and norms.
+_FAN_OUT_OPS = frozenset({"add", "batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"})
 
 _CONVS = frozenset({"conv", "conv_transpose"})
 _POOLS = frozenset({"max_pool", "avg_pool"})
@@ -92,6 +106,20 @@ def _hashed_bag(counts: Counter[str], buckets: int) -> np.ndarray:
     return vec / norm if norm > 0 else vec
 
 
+def edge_tokens(graph: ArchGraph, version: int = SKETCH_VERSION) -> list[str]:
+    """One token per data-flow edge, ``source > target`` (node tokens without the width change);
+    from version 3 a source in :data:`_FAN_OUT_OPS` says whether it feeds one consumer (``^1``)
+    or several (``^2``)."""
+    plain = node_tokens(graph, widths=False, version=version)
+    if version >= 3:
+        fan_out = [0] * len(plain)
+        for a, _ in graph.edges:
+            fan_out[a] += 1
+        plain = [f"{tok}^{min(fan_out[i], 2)}" if op in _FAN_OUT_OPS else tok
+                 for i, (tok, op) in enumerate(zip(plain, graph.ops))]
+    return [f"{plain[a]}>{plain[b]}" for a, b in graph.edges]
+
+
 def structural_sketch(graph: ArchGraph, dim: int, version: int = SKETCH_VERSION) -> np.ndarray:
     """The sketch of one graph: float64 ``(dim,)``, unit norm (zeros for an empty graph);
     ``version``: the token definition (:data:`SKETCH_VERSIONS`).
@@ -105,8 +133,7 @@ def structural_sketch(graph: ArchGraph, dim: int, version: int = SKETCH_VERSION)
         raise ValueError(f"sketch dim must be a positive even number, found {dim}")
     half = dim // 2
     nodes = Counter(node_tokens(graph, version=version))
-    plain = node_tokens(graph, widths=False, version=version)
-    edges = Counter(f"{plain[a]}>{plain[b]}" for a, b in graph.edges)
+    edges = Counter(edge_tokens(graph, version=version))
     vec = np.concatenate([_hashed_bag(nodes, half), _hashed_bag(edges, half)])
     norm = np.linalg.norm(vec)
     return vec / norm if norm > 0 else vec

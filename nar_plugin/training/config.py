@@ -94,7 +94,7 @@ class TrainConfig:
     relative_widths: bool = True
     sketch_dim: int = 64
     sketch_weight: float = 0.8
-    sketch_version: int = 2
+    sketch_version: int = 3
     nas_fraction: float = 0.2
 
     def __post_init__(self) -> None:
