@@ -69,11 +69,12 @@ def identical_network_labels(items: Sequence[CrossLibItem], labels: Sequence[str
     """``labels`` with every two labels merged whose models include one and the same network:
     an equal graph hash **and** an equal parameter count (``graph.metadata["num_params"]``).
 
-    A diagnostic, not the benchmark's ground truth: e.g. torchaudio's ``hubert_base`` and
-    ``wav2vec2_base``, or timm's ``deit_base_patch16_224`` and ``vit_base_patch16_224``, are
-    one network trained two ways; the benchmark keeps their labels apart, so a method that
-    finds the identical network first is scored wrong. Each merged group takes its
-    alphabetically first label."""
+    A diagnostic, not the benchmark's ground truth: labels of networks a paper calls one (HuBERT
+    and wav2vec 2.0, DeiT and ViT) are already one label
+    (:data:`~nar_plugin.corpus.crosslib.families.SAME_NETWORK`); what this still merges are
+    pairs with one graph and one parameter count under two names no paper equates (pytorchcv's
+    ``resneta18`` and timm's ``resnet18d``), where a method that finds the other first is scored
+    wrong. Each merged group takes its alphabetically first label."""
     parent = {lab: lab for lab in labels}
 
     def find(x: str) -> str:
