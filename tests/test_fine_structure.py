@@ -254,3 +254,18 @@ def test_shape_similarity_breaks_ties_between_equally_labelled_hits(tmp_path: Pa
     (tmp_path / "t.json").write_text(json.dumps(raw))
     assert promote_weights(tmp_path / "t.json")[1] == 0.1
     assert promote_weights(tmp_path / "missing.json") == (PROMOTE_MIN, 0.0)
+
+
+def test_an_unrelated_hit_is_not_moved_above_related_ones() -> None:
+    """The rerank's relation floor: a hit below ``related`` with the best node-label similarity
+    (a 2-layer GPT-2 for a 2-layer BERT query) stays below a related first hit (the 4-layer
+    BERT); when no hit is related, the best of the shortlist still goes first."""
+    from nar_plugin.evaluation.fine_structure import promote_first
+
+    fine, cosines = [0.62, 0.70, 0.68], [0.995, 0.90, 0.779]
+    assert promote_first(fine, min_similarity=0.55) == 1
+    assert promote_first([0.62, 0.50, 0.68], min_similarity=0.55) == 2  # no floor given
+    assert promote_first([0.62, 0.50, 0.68], min_similarity=0.55, cosines=cosines, related=0.87) == 0
+    assert promote_first(fine, min_similarity=0.55, cosines=cosines, related=0.87) == 1
+    low = [0.80, 0.78, 0.70]  # nothing related: the floor does not apply
+    assert promote_first([0.62, 0.50, 0.68], min_similarity=0.55, cosines=low, related=0.87) == 2

@@ -235,11 +235,12 @@ def _choose_near(pairs: dict[str, np.ndarray], floor: float, target: float,
 
 def _promote_scores(emb: np.ndarray, items: Sequence[Any], descriptions: Sequence[dict[str, Any]],
                     half: np.ndarray, grid: Sequence[float | None], k: int = 10,
-                    shape_weight: float = 0.0) -> list[tuple[float, float]]:
+                    shape_weight: float = 0.0, related: float | None = None) -> list[tuple[float, float]]:
     """``(same-network top-1, family MAP@k)``, each a mean over query libraries, for every
     promote threshold of ``grid`` (``None``: no rerank, the cosine order), over the queries of
     ``half``; gallery: the other libraries; ranked as the cross-library benchmark ranks
-    (:func:`~nar_plugin.evaluation.cross_library.fine_rerank_scores`, with ``shape_weight``)."""
+    (:func:`~nar_plugin.evaluation.cross_library.fine_rerank_scores`, with ``shape_weight`` and
+    the ``related`` floor)."""
     from nar_plugin.evaluation.cross_library import fine_rerank_scores
     from nar_plugin.evaluation.metrics import retrieval_metrics
 
@@ -252,7 +253,8 @@ def _promote_scores(emb: np.ndarray, items: Sequence[Any], descriptions: Sequenc
             q = np.flatnonzero(half & (lib == L))
             others = np.flatnonzero(lib != L)
             sc, metric = (emb, "cosine") if m is None else (
-                fine_rerank_scores(emb, descriptions, q, others, promote_min=float(m), shape_weight=shape_weight),
+                fine_rerank_scores(emb, descriptions, q, others, promote_min=float(m), shape_weight=shape_weight,
+                                   related=related),
                 "precomputed")
             maps.append(retrieval_metrics(sc, fam, ks=(k,), queries=q, gallery=others, metric=metric)[f"MAP@{k}"])
             have = {fine[j] for j in others}
@@ -323,7 +325,7 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
     # the rerank's threshold: the best same-network top-1 (first half) that keeps its family MAP@10,
     # else the best top-1 (ties: the higher MAP)
     grid = [None, *np.round(np.arange(0.30, 0.951, 0.05), 2).tolist()]
-    cal_scores = _promote_scores(emb, items, descriptions, in_first, grid)
+    cal_scores = _promote_scores(emb, items, descriptions, in_first, grid, related=related)
     floor = cal_scores[0][1]
     ok = [i for i in range(1, len(grid)) if cal_scores[i][1] >= floor]
     promote_rule = "best same-network top-1 (then family MAP@10) on the first half's queries"
@@ -337,12 +339,14 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
     # then the weight of the parameter-shape similarity at that threshold: the best top-1 (then
     # MAP@10, then the smaller weight) on the first half; 0 is the rerank without it
     weights = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
-    by_weight = [_promote_scores(emb, items, descriptions, in_first, [grid[best]], shape_weight=w)[0] for w in weights]
+    by_weight = [_promote_scores(emb, items, descriptions, in_first, [grid[best]], shape_weight=w, related=related)[0]
+                 for w in weights]
     w_best = max(range(len(weights)), key=lambda i: (by_weight[i][0], by_weight[i][1], -i))
     shape_weight = weights[w_best]
-    (held_top1, held_map), = _promote_scores(emb, items, descriptions, ~in_first, [grid[best]], shape_weight=shape_weight)
+    (held_top1, held_map), = _promote_scores(emb, items, descriptions, ~in_first, [grid[best]], shape_weight=shape_weight,
+                                             related=related)
     (held_top1_0, held_map_0), = _promote_scores(emb, items, descriptions, ~in_first, [None])
-    (held_top1_w0, _), = _promote_scores(emb, items, descriptions, ~in_first, [grid[best]])
+    (held_top1_w0, _), = _promote_scores(emb, items, descriptions, ~in_first, [grid[best]], related=related)
     cal_scores[best] = by_weight[w_best]
     out.update({"promote_fine": float(grid[best]), "promote_shapes": shape_weight,
                 "promote_top1_held_out_without_shapes": round(held_top1_w0, 4),

@@ -210,7 +210,7 @@ def make_embedder(name: str, *, corpus: Any = None, gnn_epochs: int = 20, seed: 
 def fine_rerank_scores(emb: np.ndarray, descriptions: Sequence[Mapping[str, Any]],
                        queries: Sequence[int] | np.ndarray, gallery: Sequence[int] | np.ndarray,
                        decimals: int = 6, promote_min: float | None = None,
-                       shape_weight: float | None = None) -> np.ndarray:
+                       shape_weight: float | None = None, related: float | None = None) -> np.ndarray:
     """``(N, N)`` scores ranking as :func:`~nar_plugin.search.api.find_similar` does.
 
     Row ``q`` (for each query) is the cosine (rounded to ``decimals``), except that the gallery
@@ -226,19 +226,20 @@ def fine_rerank_scores(emb: np.ndarray, descriptions: Sequence[Mapping[str, Any]
             (``{"fine": fine_signature(graph)}`` or a full :func:`describe_graph`).
         queries: rows to rerank.
         gallery: the items each query ranks.
-        promote_min: least fine similarity of the hit moved first (``None``: the calibrated
-            value, :func:`~nar_plugin.evaluation.fine_structure.promote_weights`).
-        shape_weight: weight of the parameter-shape similarity in the promote score
-            (``None``: the calibrated value).
+        promote_min, shape_weight, related: the rerank's least fine similarity, weight of the
+            shape similarity and relation floor (:func:`~nar_plugin.evaluation.fine_structure.promote_first`;
+            ``None``: the calibrated values).
     """
     from nar_plugin.evaluation.fine_structure import (
         SHORTLIST,
         promote_first,
         promote_score,
         promote_weights,
+        related_threshold,
     )
 
     least, weight = promote_weights()
+    related = related_threshold() if related is None else related
     least = least if promote_min is None else promote_min
     weight = weight if shape_weight is None else shape_weight
 
@@ -250,7 +251,7 @@ def fine_rerank_scores(emb: np.ndarray, descriptions: Sequence[Mapping[str, Any]
         cand = g[g != q]
         short = cand[np.argsort(-scores[q, cand], kind="stable")[:SHORTLIST]]
         pos = promote_first([promote_score(descriptions[q], descriptions[j], weight) for j in short],
-                            min_similarity=least)
+                            min_similarity=least, cosines=[float(scores[q, j]) for j in short], related=related)
         if pos is not None:
             scores[q, short[pos]] += 2.0
     return scores

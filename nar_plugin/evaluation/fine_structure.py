@@ -37,7 +37,8 @@ absolute structure *after* the embedding shortlist:
   calibrated small weight (``promote_shapes``, :func:`promote_weights`) times the multiset
   Jaccard of the parameter shapes (:func:`shape_similarity`): among hits whose node labels
   agree about equally (a ViT, the DeiT that adds a distillation token, the CLIP ViT that adds a
-  norm), the one whose parameters agree most.
+  norm), the one whose parameters agree most. A hit below the ``related`` cosine is not moved
+  above a first hit that is related.
 
 Used by :func:`nar_plugin.search.api.find_similar` and by the NAR method of the cross-library
 benchmark (:mod:`nar_plugin.evaluation.cross_library`) and its calibration
@@ -75,6 +76,7 @@ __all__ = [
     "promote_score",
     "promote_threshold",
     "promote_weights",
+    "related_threshold",
     "shape_similarity",
     "shapes_near",
     "structure_check",
@@ -290,12 +292,21 @@ def promote_score(q: Mapping[str, Any] | None, m: Mapping[str, Any] | None,
 
 
 def promote_first(fine: Sequence[float | None], shortlist: int = SHORTLIST,
-                  min_similarity: float = PROMOTE_MIN) -> int | None:
+                  min_similarity: float = PROMOTE_MIN, cosines: Sequence[float] | None = None,
+                  related: float | None = None) -> int | None:
     """Which hit to move first: ``fine`` are the scores (:func:`promote_score`) of hits in
     decreasing cosine order (``None``: unknown). Returns the position (< ``shortlist``) of the highest similarity,
-    the earliest among ties, when it is >= ``min_similarity``; else ``None`` (keep the order)."""
+    the earliest among ties, when it is >= ``min_similarity``; else ``None`` (keep the order).
+
+    With ``cosines`` (of the same hits) and ``related`` (the relation's cosine threshold), a
+    hit below ``related`` is not moved above a first hit at or above it: the list never shows
+    an unrelated hit before related ones (a 2-layer GPT-2 before a 4-layer BERT for a 2-layer
+    BERT, on node labels alone)."""
+    floor = related if cosines is not None and related is not None and cosines and cosines[0] >= related else None
     best, pos = None, None
     for i, s in enumerate(fine[:shortlist]):
+        if floor is not None and cosines[i] < floor:  # type: ignore[index]
+            continue
         if s is not None and (best is None or s > best):
             best, pos = s, i
     return pos if best is not None and best >= min_similarity else None
@@ -305,6 +316,19 @@ def promote_threshold(path: str | Path | None = None) -> float:
     """The calibrated least fine similarity that moves a hit first: ``promote_fine`` of the
     shipped ``weights/thresholds.json`` (or of ``path``); :data:`PROMOTE_MIN` when there is none."""
     return promote_weights(path)[0]
+
+
+def related_threshold(path: str | Path | None = None) -> float | None:
+    """The calibrated ``related`` cosine of the shipped ``weights/thresholds.json`` (or of
+    ``path``), for :func:`promote_first`'s floor; ``None`` when there is none."""
+    from nar_plugin.model.weights import WEIGHTS_DIR
+
+    p = Path(path) if path else WEIGHTS_DIR / "thresholds.json"
+    try:
+        value = json.loads(p.read_text()).get("related")
+        return float(value) if value is not None else None
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def promote_weights(path: str | Path | None = None) -> tuple[float, float]:

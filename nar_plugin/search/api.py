@@ -356,7 +356,8 @@ def find_similar(query: Any, k: int = 10, relation: str | None = None, where: An
     fine = {h.key: fine_similarity(qdesc, h.entry.metadata.get("description")) for h in hits}
     by_score = sorted((h for h in hits if h.key not in links), key=lambda h: -h.score)
     first = promote_first([promote_score(qdesc, h.entry.metadata.get("description"), th.promote_shapes)
-                           for h in by_score], min_similarity=th.promote_fine)
+                           for h in by_score], min_similarity=th.promote_fine,
+                          cosines=[h.score for h in by_score], related=th.related)
     promoted = by_score[first].key if first is not None else None
     hits.sort(key=lambda h: (strength.get(links[h.key].relation, 9) if h.key in links else 9,
                              h.key != promoted, -h.score))
