@@ -339,8 +339,9 @@ def calibrate_cross_library(weights: str | Path | None = None, root: str | Path 
     # then the weight of the parameter-shape similarity at that threshold: the best top-1 (then
     # MAP@10, then the smaller weight) on the first half; 0 is the rerank without it
     weights = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
-    by_weight = [_promote_scores(emb, items, descriptions, in_first, [grid[best]], shape_weight=w, related=related)[0]
-                 for w in weights]
+    by_weight = [cal_scores[best]] + [  # weight 0 is the rerank just scored
+        _promote_scores(emb, items, descriptions, in_first, [grid[best]], shape_weight=w, related=related)[0]
+        for w in weights[1:]]
     w_best = max(range(len(weights)), key=lambda i: (by_weight[i][0], by_weight[i][1], -i))
     shape_weight = weights[w_best]
     (held_top1, held_map), = _promote_scores(emb, items, descriptions, ~in_first, [grid[best]], shape_weight=shape_weight,

@@ -318,16 +318,25 @@ def promote_threshold(path: str | Path | None = None) -> float:
     return promote_weights(path)[0]
 
 
+def _calibrated(path: str | Path | None) -> Mapping[str, Any]:
+    """The shipped ``weights/thresholds.json`` (or ``path``) as a mapping; empty when missing or
+    unreadable (the callers fall back to their defaults)."""
+    from nar_plugin.model.weights import WEIGHTS_DIR
+
+    try:
+        doc = json.loads((Path(path) if path else WEIGHTS_DIR / "thresholds.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, Mapping) else {}
+
+
 def related_threshold(path: str | Path | None = None) -> float | None:
     """The calibrated ``related`` cosine of the shipped ``weights/thresholds.json`` (or of
     ``path``), for :func:`promote_first`'s floor; ``None`` when there is none."""
-    from nar_plugin.model.weights import WEIGHTS_DIR
-
-    p = Path(path) if path else WEIGHTS_DIR / "thresholds.json"
     try:
-        value = json.loads(p.read_text()).get("related")
+        value = _calibrated(path).get("related")
         return float(value) if value is not None else None
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (TypeError, ValueError):
         return None
 
 
@@ -335,11 +344,8 @@ def promote_weights(path: str | Path | None = None) -> tuple[float, float]:
     """The calibrated rerank: ``(promote_fine, promote_shapes)`` of the shipped
     ``weights/thresholds.json`` (or of ``path``); :data:`PROMOTE_MIN` / :data:`PROMOTE_SHAPES`
     for what it does not record."""
-    from nar_plugin.model.weights import WEIGHTS_DIR
-
-    p = Path(path) if path else WEIGHTS_DIR / "thresholds.json"
+    doc = _calibrated(path)
     try:
-        doc = json.loads(p.read_text())
         return float(doc.get("promote_fine", PROMOTE_MIN)), float(doc.get("promote_shapes", PROMOTE_SHAPES))
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (TypeError, ValueError):
         return PROMOTE_MIN, PROMOTE_SHAPES

@@ -63,7 +63,8 @@ SKETCH_VERSION = 3
 #: Definitions this release can compute.
 SKETCH_VERSIONS = (1, 2, 3)
 #: Ops a version writes as another (2 and later: ReLU6 is a ReLU).
-_ALIASES: dict[int, dict[str, str]] = {1: {}, 2: {"relu6": "relu"}, 3: {"relu6": "relu"}}
+_RELU6_IS_RELU = {"relu6": "relu"}
+_ALIASES: dict[int, dict[str, str]] = {1: {}, 2: _RELU6_IS_RELU, 3: _RELU6_IS_RELU}
 #: Sources whose fan-out an edge token records (version 3): the residual stream's adds and norms.
 _FAN_OUT_OPS = frozenset({"add", "batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"})
 
