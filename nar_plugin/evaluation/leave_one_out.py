@@ -10,6 +10,10 @@ no source at all. So:
 * otherwise the encoder trained on all sources (``<root>/all``, or the shipped weights when
   ``shipped_for_unseen``: they are that encoder) already never saw ``L``.
 
+With a sketch that weighs tokens by a fitted table (sketch version 4), the table is training
+data too: each query library gets ``<root>/sketch-without-<library>``, the encoder above with a
+table fitted without that library (a copy of its files and a new table, seconds).
+
 Trained encoders are kept in ``root`` (resumable: an existing ``nar-encoder.json`` is reused),
 and the training command of each is recorded in its JSON like the shipped weights'.
 """
@@ -29,7 +33,7 @@ if TYPE_CHECKING:
 
     from nar_plugin.corpus.crosslib.dataset import CrossLibItem
 
-__all__ = ["LIBRARY_SOURCES", "default_lolo_dir", "encoder_without", "leave_one_out_nar"]
+__all__ = ["LIBRARY_SOURCES", "default_lolo_dir", "encoder_without", "leave_one_out_nar", "sketch_without"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +95,23 @@ def encoder_without(library: str, root: str | os.PathLike[str], corpus: str | os
     return out
 
 
+def sketch_without(library: str, base: str | os.PathLike[str], root: str | os.PathLike[str],
+                   rows: Sequence[Any]) -> Path:
+    """``base``'s encoder with a sketch token table fitted on ``rows`` without ``library``
+    (``<root>/sketch-without-<library>``, rewritten on every call)."""
+    import shutil
+
+    from nar_plugin.model.weights import weights_paths
+    from nar_plugin.training.sketch_table import write_sketch_weights
+
+    out = Path(root) / f"sketch-without-{library}"
+    out.mkdir(parents=True, exist_ok=True)
+    for p in weights_paths(base):
+        shutil.copyfile(p, out / p.name)
+    write_sketch_weights(out, rows=rows, exclude={library})
+    return out
+
+
 def leave_one_out_nar(root: str | os.PathLike[str] | None = None, corpus: str | os.PathLike[str] | None = None,
                       *, epochs: int = 30, seed: int = 0, shipped_for_unseen: bool = True,
                       log: Callable[[str], None] | None = None) -> LeaveOneOut:
@@ -98,6 +119,7 @@ def leave_one_out_nar(root: str | os.PathLike[str] | None = None, corpus: str | 
     :func:`encoder_without` (trained on first use)."""
     base = Path(root) if root is not None else default_lolo_dir()
     by_weights: dict[Path, Callable[[Sequence[CrossLibItem]], np.ndarray]] = {}
+    rows: list[Any] = []  # the sketch table's fitting data, tokenised once
 
     def train_fn(library: str) -> Callable[[Sequence[CrossLibItem]], np.ndarray]:
         """One embedder per encoder: the libraries no source holds share the shipped one."""
@@ -105,8 +127,14 @@ def leave_one_out_nar(root: str | os.PathLike[str] | None = None, corpus: str | 
 
         path = Path(encoder_without(library, base, corpus, epochs=epochs, seed=seed,
                                     shipped_for_unseen=shipped_for_unseen, log=log))
+        if load_encoder().config.sketch_version >= 4:  # the shipped sketch is fitted: refit without the library
+            if not rows:
+                from nar_plugin.training.sketch_table import sketch_rows
+
+                rows.extend(sketch_rows(corpus))
+            path = sketch_without(library, path, base, rows)
         if path not in by_weights:
-            enc = load_encoder(path)
+            enc = load_encoder(path, reload=True)
             by_weights[path] = lambda items: embed_many([it.graph for it in items], encoder=enc)
         return by_weights[path]
 

@@ -98,6 +98,9 @@ class EncoderConfig:
         sketch_version: which token definition the sketch uses
             (:data:`~nar_plugin.model.sketch.SKETCH_VERSIONS`; 1 for weights written before the
             field existed, so an index keeps comparing like with like).
+        sketch_weights: SHA-256 (hex prefix) of the sketch's token table
+            (:mod:`nar_plugin.model.token_weights`, ``nar-sketch-weights.json`` next to the
+            weights); sketch version 4 and later weigh tokens by it ("" before).
     """
 
     hidden: int = 64
@@ -118,6 +121,7 @@ class EncoderConfig:
     sketch_dim: int = 0
     sketch_weight: float = 0.0
     sketch_version: int = 1
+    sketch_weights: str = ""
 
     @property
     def embedding_dim(self) -> int:
@@ -143,6 +147,8 @@ class EncoderConfig:
 
         if self.sketch_version not in SKETCH_VERSIONS:
             raise ValueError(f"sketch_version must be one of {SKETCH_VERSIONS}, found {self.sketch_version}")
+        if self.sketch_dim and self.sketch_version >= 4 and not self.sketch_weights:
+            raise ValueError(f"sketch_version {self.sketch_version} needs sketch_weights (its token table's SHA-256)")
         if self.steps < 0 or self.context_hops < 1 or self.context_layers < 1 or self.num_classes < 0:
             raise ValueError("steps must be >= 0, context_hops and context_layers >= 1, "
                              f"num_classes >= 0; found {self}")
@@ -166,7 +172,7 @@ class EncoderConfig:
 #: Fields added after the first shipped weights, with the value that reproduces those weights'
 #: behaviour: a weights JSON without them loads as before, and its config hash is unchanged.
 _ADDED_LATER: dict[str, Any] = {"relative_widths": False, "sketch_dim": 0, "sketch_weight": 0.0,
-                                "sketch_version": 1}
+                                "sketch_version": 1, "sketch_weights": ""}
 
 
 def config_hash(config: EncoderConfig) -> str:

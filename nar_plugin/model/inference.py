@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from nar_plugin.model.encoder import EncoderConfig, NAREncoder
     from nar_plugin.model.features import PreparedGraph
+    from nar_plugin.model.token_weights import TokenWeights
 
 __all__ = [
     "LoadedEncoder",
@@ -51,12 +52,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadedEncoder:
-    """A loaded encoder: the module (eval mode, CPU), its metadata and version string."""
+    """A loaded encoder: the module (eval mode, CPU), its metadata and version string, and the
+    sketch's token table (sketch version 4 and later)."""
 
     model: NAREncoder
     meta: dict[str, Any]
     version: str
     path: Path
+    sketch_weights: TokenWeights | None = None
 
     @property
     def config(self) -> EncoderConfig:
@@ -88,8 +91,13 @@ def load_encoder(path: str | os.PathLike[str] | None = None, *, reload: bool = F
         if not reload and key in _CACHE:
             return _CACHE[key]
         model, meta, version = load_weights(wpath, jpath)
+        table = None
+        if model.config.sketch_dim and model.config.sketch_version >= 4:
+            from nar_plugin.model.token_weights import load_token_weights
+
+            table = load_token_weights(jpath.parent, model.config.sketch_weights)
         logger.debug("loaded NAR encoder %s from %s", version, wpath)
-        loaded = LoadedEncoder(model, meta, version, wpath)
+        loaded = LoadedEncoder(model, meta, version, wpath, table)
         _CACHE[key] = loaded
         return loaded
 
@@ -170,7 +178,7 @@ def embed_many(
             graphs.append(g)
             prepared.append(prepare(g, steps=cfg.steps, max_size=cfg.max_size, min_count=cfg.min_count))
         learned = embed_prepared(enc.model, prepared, batch_size=len(prepared))
-        out.append(compose(learned, graphs, cfg.sketch_dim, cfg.sketch_weight, cfg.sketch_version))
+        out.append(compose(learned, graphs, cfg.sketch_dim, cfg.sketch_weight, cfg.sketch_version, enc.sketch_weights))
     if not out:
         return np.zeros((0, cfg.embedding_dim), dtype=np.float32)
     emb = np.concatenate(out).astype(np.float32, copy=False)

@@ -31,6 +31,12 @@ scored the wiring fixture's pre-norm and parallel transformers as one family. On
 norms are marked: marking every source also split re-implementations whose glue differs
 (cross-library family MAP@10 -0.017, numbers in docs/benchmarks.md).
 
+Version 4 (issue 16, session 6) weighs each token by a table fitted on labelled training data
+(:mod:`nar_plugin.model.token_weights`: rare tokens that a family's members share count more)
+and adds a back-off token per attributed node and edge (``~conv``, ``~relu>conv_transpose``):
+two implementations that write one upsampling with kernel 3 and kernel 4 share the back-off
+where their full tokens differ, which matters once a rare token weighs more.
+
 A config's ``sketch_version`` picks the definition, so weights shipped with an older version
 keep embedding as they did.
 
@@ -47,24 +53,29 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nar_plugin.graph import ArchGraph
 
-__all__ = ["SKETCH_VERSION", "SKETCH_VERSIONS", "compose", "edge_tokens", "node_tokens", "structural_sketch"]
+if TYPE_CHECKING:
+    from nar_plugin.model.token_weights import TokenWeights
+
+__all__ = ["SKETCH_VERSION", "SKETCH_VERSIONS", "compose", "edge_tokens", "node_tokens", "sketch_tokens",
+           "structural_sketch"]
 
 #: The token definition new encoders use. Add a version (never change one) when the tokens or the
 #: hashing change: the encoder config records it (``sketch_version``) and its hash, so the
 #: version string of every embedding says which sketch made it.
-SKETCH_VERSION = 3
+SKETCH_VERSION = 4
 #: Definitions this release can compute.
-SKETCH_VERSIONS = (1, 2, 3)
+SKETCH_VERSIONS = (1, 2, 3, 4)
 #: Ops a version writes as another (2 and later: ReLU6 is a ReLU).
 _RELU6_IS_RELU = {"relu6": "relu"}
-_ALIASES: dict[int, dict[str, str]] = {1: {}, 2: _RELU6_IS_RELU, 3: _RELU6_IS_RELU}
+_ALIASES: dict[int, dict[str, str]] = {1: {}, 2: _RELU6_IS_RELU, 3: _RELU6_IS_RELU, 4: _RELU6_IS_RELU}
 #: Sources whose fan-out an edge token records (version 3): the residual stream's adds and norms.
 _FAN_OUT_OPS = frozenset({"add", "batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"})
 
@@ -96,13 +107,13 @@ def _bucket(token: str, buckets: int) -> int:
     return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little") % buckets
 
 
-def _hashed_bag(counts: Counter[str], buckets: int) -> np.ndarray:
+def _hashed_bag(counts: Counter[str], buckets: int, weight: Callable[[str], float] | None = None) -> np.ndarray:
     vec = np.zeros(buckets, dtype=np.float64)
     total = sum(counts.values())
     if not total:
         return vec
     for tok, n in counts.items():
-        vec[_bucket(tok, buckets)] += np.sqrt(n / total)
+        vec[_bucket(tok, buckets)] += np.sqrt(n / total) * (weight(tok) if weight is not None else 1.0)
     norm = np.linalg.norm(vec)
     return vec / norm if norm > 0 else vec
 
@@ -121,9 +132,26 @@ def edge_tokens(graph: ArchGraph, version: int = SKETCH_VERSION) -> list[str]:
     return [f"{plain[a]}>{plain[b]}" for a, b in graph.edges]
 
 
-def structural_sketch(graph: ArchGraph, dim: int, version: int = SKETCH_VERSION) -> np.ndarray:
+def _coarse(token: str) -> str:
+    return token.split("/", 1)[0]
+
+
+def sketch_tokens(graph: ArchGraph, version: int = SKETCH_VERSION) -> tuple[list[str], list[str]]:
+    """The node and edge tokens of ``version``; from version 4 each attributed token is followed
+    by its back-off (``~`` and the ops alone)."""
+    nodes, edges = node_tokens(graph, version=version), edge_tokens(graph, version=version)
+    if version >= 4:
+        nodes += ["~" + _coarse(t) for t in nodes if "/" in t]
+        edges += ["~" + ">".join(_coarse(x) for x in t.split(">")) for t in edges if "/" in t]
+    return nodes, edges
+
+
+def structural_sketch(graph: ArchGraph, dim: int, version: int = SKETCH_VERSION,
+                      weights: TokenWeights | None = None) -> np.ndarray:
     """The sketch of one graph: float64 ``(dim,)``, unit norm (zeros for an empty graph);
-    ``version``: the token definition (:data:`SKETCH_VERSIONS`).
+    ``version``: the token definition (:data:`SKETCH_VERSIONS`); ``weights``: the token table
+    of version 4 and later (``None``: every token weighs 1; an encoder's sketch always has its
+    table, see :class:`~nar_plugin.model.encoder.EncoderConfig` ``sketch_weights``).
 
     Raises:
         ValueError: ``dim`` is not a positive even number, or ``version`` is unknown.
@@ -133,15 +161,16 @@ def structural_sketch(graph: ArchGraph, dim: int, version: int = SKETCH_VERSION)
     if dim <= 0 or dim % 2:
         raise ValueError(f"sketch dim must be a positive even number, found {dim}")
     half = dim // 2
-    nodes = Counter(node_tokens(graph, version=version))
-    edges = Counter(edge_tokens(graph, version=version))
-    vec = np.concatenate([_hashed_bag(nodes, half), _hashed_bag(edges, half)])
+    nodes, edges = sketch_tokens(graph, version)
+    weighted = weights is not None and version >= 4
+    vec = np.concatenate([_hashed_bag(Counter(nodes), half, weights.node if weighted else None),  # type: ignore[union-attr]
+                          _hashed_bag(Counter(edges), half, weights.edge if weighted else None)])  # type: ignore[union-attr]
     norm = np.linalg.norm(vec)
     return vec / norm if norm > 0 else vec
 
 
 def compose(learned: np.ndarray, graphs: Sequence[ArchGraph], sketch_dim: int, sketch_weight: float,
-            sketch_version: int = SKETCH_VERSION) -> np.ndarray:
+            sketch_version: int = SKETCH_VERSION, weights: TokenWeights | None = None) -> np.ndarray:
     """The shipped embedding: ``[sqrt(1 - w) * learned, sqrt(w) * sketch]``, rows unit norm.
 
     Args:
@@ -150,6 +179,7 @@ def compose(learned: np.ndarray, graphs: Sequence[ArchGraph], sketch_dim: int, s
         sketch_dim: sketch width (0: ``learned`` is returned unchanged).
         sketch_weight: ``w``.
         sketch_version: the sketch's token definition (the encoder config's).
+        weights: its token table (version 4 and later).
 
     Returns:
         ``(N, out_dim + sketch_dim)`` float32.
@@ -159,7 +189,7 @@ def compose(learned: np.ndarray, graphs: Sequence[ArchGraph], sketch_dim: int, s
         return learned.astype(np.float32)
     if len(graphs) != learned.shape[0]:
         raise ValueError(f"{learned.shape[0]} embeddings for {len(graphs)} graphs")
-    sk = np.stack([structural_sketch(g, sketch_dim, sketch_version) for g in graphs]) if len(graphs) else \
+    sk = np.stack([structural_sketch(g, sketch_dim, sketch_version, weights) for g in graphs]) if len(graphs) else \
         np.zeros((0, sketch_dim))
     out = np.hstack([np.sqrt(1.0 - sketch_weight) * learned, np.sqrt(sketch_weight) * sk])
     norm = np.linalg.norm(out, axis=1, keepdims=True)

@@ -339,13 +339,16 @@ def train(
 
 
 def train_command(corpus: str | os.PathLike[str] | None, out: str | os.PathLike[str],
-                  epochs: int = 30, seed: int = 0, device: str = "auto", **options: Any) -> TrainResult:
+                  epochs: int = 30, seed: int = 0, device: str = "auto", sketch_table: bool = True,
+                  **options: Any) -> TrainResult:
     """Entry point for ``nar train``: train with the shipped defaults and record the command.
 
     Args:
         corpus: corpus directory (default: :func:`nar_plugin.corpus.default_corpus_dir`).
         out: output directory (``nar_plugin/weights`` reproduces the shipped files).
         epochs, seed, device: see :func:`train`.
+        sketch_table: then fit the sketch's token table and attach it (sketch version 4,
+            :mod:`nar_plugin.training.sketch_table`).
         **options: further :class:`TrainConfig` fields.
     """
     if corpus is None:
@@ -354,4 +357,14 @@ def train_command(corpus: str | os.PathLike[str] | None, out: str | os.PathLike[
         corpus = default_corpus_dir()
     cmd = f"nar train --corpus {corpus} --out {out} --epochs {epochs} --seed {seed} --device {device}"
     cmd += "".join(f" --{k.replace('_', '-')} {v}" for k, v in sorted(options.items()))
-    return train(corpus, out, epochs=epochs, seed=seed, device=device, command=cmd, **options)
+    res = train(corpus, out, epochs=epochs, seed=seed, device=device, command=cmd, **options)
+    if res.config.sketch_dim and sketch_table:
+        # the shipped sketch weighs tokens by a table fitted on the training data (sketch
+        # version 4); training itself evaluates with the config's unweighted version
+        from dataclasses import replace
+
+        from nar_plugin.training.sketch_table import write_sketch_weights
+
+        version = write_sketch_weights(out, corpus, sources=options.get("sources"))
+        res = replace(res, encoder_version=version)
+    return res
