@@ -82,7 +82,7 @@ def test_same_architecture_different_weights_same_embedding() -> None:
 
 
 def _copy_weights(tmp_path) -> tuple:
-    for name in ("nar-encoder.pt", "nar-encoder.json"):
+    for name in ("nar-encoder.pt", "nar-encoder.json", "nar-sketch-weights.json"):
         shutil.copy(WEIGHTS_DIR / name, tmp_path / name)
     return tmp_path / "nar-encoder.pt", tmp_path / "nar-encoder.json"
 
