@@ -3,7 +3,7 @@ nar_plugin.training.sketch_table) and their loading with the encoder."""
 
 from __future__ import annotations
 
-import json
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -73,9 +73,9 @@ def test_table_round_trips_and_a_foreign_table_is_refused(tmp_path: Path) -> Non
     assert back.nodes == tw.nodes and back.unseen == tw.unseen and back.sha256 == tw.sha256
     with pytest.raises(CorruptArtifactError, match="SHA-256"):
         load_token_weights(tmp_path, "0" * 16)
-    (tmp_path / SKETCH_WEIGHTS_FILE).write_text("{}")
+    (tmp_path / SKETCH_WEIGHTS_FILE).write_text("{}")  # the right SHA-256, another format
     with pytest.raises(CorruptArtifactError):
-        load_token_weights(tmp_path, json.loads("{}").get("x", "") or "")
+        load_token_weights(tmp_path, hashlib.sha256(b"{}").hexdigest())
     with pytest.raises(FileNotFoundError):
         load_token_weights(tmp_path / "nowhere", tw.sha256)
 

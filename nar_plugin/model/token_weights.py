@@ -41,6 +41,7 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +101,9 @@ class TokenWeights:
                "edges": {t: round(w, 6) for t, w in sorted(self.edges.items())}}
         return (json.dumps(doc, indent=0, sort_keys=True) + "\n").encode()
 
-    @property
+    @cached_property
     def sha256(self) -> str:
+        """SHA-256 of :meth:`to_bytes` (serialised once per table)."""
         return hashlib.sha256(self.to_bytes()).hexdigest()
 
     def save(self, directory: str | os.PathLike[str]) -> Path:

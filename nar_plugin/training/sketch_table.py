@@ -17,7 +17,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from nar_plugin.model.token_weights import TokenRow, TokenWeights, fit_token_weights, token_row
+from nar_plugin.model.token_weights import (
+    TokenRow,
+    TokenWeights,
+    fit_token_weights,
+    token_row,
+)
 
 __all__ = ["attach_sketch_weights", "sketch_rows", "write_sketch_weights"]
 
