@@ -130,3 +130,12 @@ def test_a_held_out_speech_model_finds_its_family_before_vision_transformers() -
     assert cos(0, 1, table) > max(cos(0, 2, table), cos(0, 3, table))
     assert cos(0, 1, None) < max(cos(0, 2, None), cos(0, 3, None))  # unweighted tokens: the vision models
     assert token_row(items[keys[0]].graph, "wav2vec2", "torchaudio", 4).nodes <= set(sketch_tokens(items[keys[0]].graph)[0])
+
+
+@pytest.mark.slow
+def test_an_encoder_trained_without_a_source_fits_its_table_without_that_library() -> None:
+    from nar_plugin.training.sketch_table import sketch_rows
+
+    groups = {r.group for r in sketch_rows(sources=("torchvision", "transformers"))}
+    assert "timm" not in groups and {"torchvision", "transformers", "pytorchcv"} <= groups
+    assert "nas" not in groups
