@@ -8,6 +8,8 @@ train items only. For ``nar`` the encoder must not have seen the test families o
 held-out-family split, so unless ``weights`` are given per split, the encoder is trained on each
 split's train items with the shipped training config (``retrain_nar=True``, the default for
 ``by_family``); the shipped weights themselves were trained on the by-model split's train items.
+An encoder trained here gets the fitted sketch token table (sketch version 4) fitted on the same
+train items.
 """
 
 from __future__ import annotations
@@ -46,8 +48,21 @@ def _nar_metrics(entries: Sequence[Any], split: Any, seed: int, retrain: bool, e
         train(None, out, seed=seed, entries=list(entries), split=split.name, progress=False,
               save_checkpoints=False, **kwargs)
         log(f"  trained NAR on the {split.name} train items in {time.time() - t:.0f} s")
+        if load_encoder().config.sketch_version >= 4:
+            _fit_sketch_table(out, entries, split)
         enc = load_encoder(out, reload=True)
     return evaluate_split(embed_many(test_graphs, encoder=enc), labels, split)
+
+
+def _fit_sketch_table(out: str, entries: Sequence[Any], split: Any) -> None:
+    """Give an encoder trained on ``split.train`` the shipped sketch's fitted token table, fitted
+    on those train items only (the shipped table's cross-library rows hold the test families)."""
+    from nar_plugin.model.token_weights import fit_token_weights, token_row
+    from nar_plugin.training.sketch_table import NOT_CODE, attach_sketch_weights
+
+    train = (entries[int(i)] for i in split.train)
+    rows = [token_row(e.graph, e.family, e.source, 4) for e in train if e.source not in NOT_CODE]
+    attach_sketch_weights(out, fit_token_weights(rows))
 
 
 def run_eval(corpus: str | Path | None = None, methods: Sequence[str] = METHODS,
