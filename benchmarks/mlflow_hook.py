@@ -18,6 +18,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 
 def _hook_work(profile: cProfile.Profile) -> dict[str, tuple[int, float]]:
@@ -48,6 +49,7 @@ def main() -> None:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+    mlflow.create_experiment("bench", artifact_location=Path(tmp, "artifacts").as_uri())  # not ./mlruns
     mlflow.set_experiment("bench")
     model = timm.create_model(a.model).eval()
     x = torch.randn(1, 3, 224, 224)

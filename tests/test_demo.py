@@ -34,6 +34,9 @@ def test_run_demo_on_three_models_restores_the_process(tmp_path: Path, monkeypat
     from nar_plugin.apps.demo import run_demo
 
     monkeypatch.delenv("NAR_DEDUP", raising=False)  # the demo sets its own default
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # where the user started it: nothing may land here
     monkeypatch.setenv("MY_SETTING", "kept")
     mlflow_logger = logging.getLogger("mlflow")
     old_level = mlflow_logger.level
@@ -64,3 +67,5 @@ def test_run_demo_on_three_models_restores_the_process(tmp_path: Path, monkeypat
     assert resnet34 and all(m["metadata"]["run_id"] for m in resnet34)
     assert (tmp_path / "map.html").is_file() and any("wrote" in line for line in lines)
     assert (tmp_path / "demo" / "nar" / "index").is_dir()  # the demo's own index, not NAR_HOME's
+    assert list(cwd.iterdir()) == []  # artifacts live in the working directory, not ./mlruns
+    assert list((tmp_path / "demo" / "artifacts").rglob("MLmodel"))

@@ -370,7 +370,7 @@ def run_demo(workdir: str | Path = ".nar-demo", server: bool = False, out_map: s
         proc, uri = _start_server(wd) if server else (None, f"sqlite:///{wd / 'mlflow.db'}")
         try:
             mlflow.set_tracking_uri(uri)
-            mlflow.set_experiment("nar-demo")
+            _use_experiment(mlflow, "nar-demo", wd / "artifacts")
             result: dict[str, Any] = {"tracking_uri": uri, "autologging": is_autologging(), "logged": [],
                                       "similar": {}}
             echo(f"MLflow tracking at {uri}; nar-plugin autologging {'on' if result['autologging'] else 'OFF'}")
@@ -384,6 +384,21 @@ def run_demo(workdir: str | Path = ".nar-demo", server: bool = False, out_map: s
                 proc.terminate()
                 proc.wait(timeout=30)
     return result
+
+
+def _use_experiment(mlflow: Any, name: str, artifacts: Path) -> None:
+    """Make ``name`` the active experiment, its artifacts under ``artifacts``.
+
+    A SQLite store's default artifact root is ``./mlruns`` of the current directory: without an
+    explicit location every demo run would leave its models (tens of MB each) wherever it was
+    started, not in its working directory. A server keeps its own ``--artifacts-destination``.
+    """
+    if mlflow.get_experiment_by_name(name) is None:
+        from mlflow.utils.uri import is_http_uri
+
+        location = None if is_http_uri(mlflow.get_tracking_uri()) else artifacts.as_uri()
+        mlflow.create_experiment(name, artifact_location=location)
+    mlflow.set_experiment(name)
 
 
 def _start_server(wd: Path) -> tuple[Any, str]:
