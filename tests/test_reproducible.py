@@ -24,3 +24,12 @@ def test_committed_corpus_reproduces_the_training_split() -> None:
     assert len(entries) == recorded["items_used"]
     assert split.keys_hash == recorded["split"]["keys_hash"]
     assert "nar train --corpus corpus" in card["command"]
+
+
+def test_model_card_names_the_shipped_encoder_version() -> None:
+    """The card's header is what a user checks an embedding's ``nar.encoder_version`` tag against."""
+    from nar_plugin.model.inference import encoder_version
+
+    card = (Path(__file__).resolve().parents[1] / "docs" / "model-card.md").read_text()
+    header = next(line for line in card.splitlines() if line.startswith("**Encoder version:**"))
+    assert f"`{encoder_version()}`" in header
