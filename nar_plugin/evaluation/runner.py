@@ -57,12 +57,13 @@ def _nar_metrics(entries: Sequence[Any], split: Any, seed: int, retrain: bool, e
 def _fit_sketch_table(out: str, entries: Sequence[Any], split: Any) -> None:
     """Give an encoder trained on ``split.train`` the shipped sketch's fitted token table, fitted
     on those train items only (the shipped table's cross-library rows hold the test families)."""
-    from nar_plugin.model.token_weights import fit_token_weights, token_row
-    from nar_plugin.training.sketch_table import NOT_CODE, attach_sketch_weights
+    from nar_plugin.model.token_weights import token_row
+    from nar_plugin.training.data import NAS_SOURCES
+    from nar_plugin.training.sketch_table import write_sketch_weights
 
     train = (entries[int(i)] for i in split.train)
-    rows = [token_row(e.graph, e.family, e.source, 4) for e in train if e.source not in NOT_CODE]
-    attach_sketch_weights(out, fit_token_weights(rows))
+    write_sketch_weights(out, rows=[token_row(e.graph, e.family, e.source, 4) for e in train
+                                    if e.source not in NAS_SOURCES])
 
 
 def run_eval(corpus: str | Path | None = None, methods: Sequence[str] = METHODS,

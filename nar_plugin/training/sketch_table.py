@@ -28,22 +28,19 @@ __all__ = ["attach_sketch_weights", "sketch_rows", "write_sketch_weights"]
 
 logger = logging.getLogger(__name__)
 
-#: Corpus sources that are not model code (left out of the fitting data).
-NOT_CODE = frozenset({"nas"})
-
-
 def sketch_rows(corpus: str | os.PathLike[str] | None = None, sources: Sequence[str] | None = None,
                 cross_library: bool = True, version: int = 4) -> list[TokenRow]:
     """Token rows of the fitting data (see the module docstring).
 
     Args:
         corpus: training corpus (default: the project's).
-        sources: corpus sources to use (default: all but :data:`NOT_CODE`); the benchmark
+        sources: corpus sources to use (default: all but the NAS cells,
+            :data:`~nar_plugin.training.data.NAS_SOURCES`); the benchmark
             library of a source not listed is left out as well.
         cross_library: add the committed cross-library benchmark (group = its library).
         version: sketch token definition.
     """
-    from nar_plugin.training.data import load_training_corpus
+    from nar_plugin.training.data import NAS_SOURCES, load_training_corpus
 
     if corpus is None:
         from nar_plugin.corpus import default_corpus_dir
@@ -53,7 +50,7 @@ def sketch_rows(corpus: str | os.PathLike[str] | None = None, sources: Sequence[
     # a source left out (an encoder trained without timm) is left out of the benchmark rows too
     left_out = {e.source for e in entries} - set(sources) if sources is not None else set()
     rows = [token_row(e.graph, e.family, e.source, version) for e in entries
-            if e.source not in NOT_CODE and e.source not in left_out]
+            if e.source not in NAS_SOURCES and e.source not in left_out]
     if cross_library:
         from nar_plugin.corpus.crosslib import load_cross_library
 
